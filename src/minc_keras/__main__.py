@@ -1,0 +1,5 @@
+"""``python -m minc_keras`` runs the command line."""
+
+from minc_keras.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""Atomic file output: write to a temporary name in the same folder, then rename.
+
+An interrupted run leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from minc_keras.errors import OutputExistsError, TargetError
+
+
+def check_writable(path: str | os.PathLike, *, clobber: bool = False) -> Path:
+    """Refuse an existing output without ``clobber`` and make its parent folder.
+
+    Parameters
+    ----------
+    path : path-like
+        The output file.
+    clobber : bool
+        Whether an existing file may be replaced.
+
+    Returns
+    -------
+    Path
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises
+    ------
+    OutputExistsError
+        If ``path`` exists and ``clobber`` is false.
+    TargetError
+        If the parent folder cannot be created or written.
+    """
+    path = Path(path)
+    if path.exists() and not clobber:
+        raise OutputExistsError(f"{path} exists already; pass --clobber to replace it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TargetError(
+            f"cannot create folder {path.parent} ({exc.strerror or exc}); "
+            "choose a folder you can write to"
+        ) from exc
+    if not os.access(path.parent, os.W_OK):
+        raise TargetError(f"folder {path.parent} is not writable; choose a folder you can write to")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, *, clobber: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+
+    The caller writes the whole file to the yielded path. On normal exit the file
+    is flushed to disk and renamed over ``path`` in one step; on an exception the
+    temporary file is removed and ``path`` is left as it was.
+
+    Parameters
+    ----------
+    path : path-like
+        The final output file.
+    clobber : bool
+        Whether an existing ``path`` may be replaced.
+
+    Yields
+    ------
+    Path
+        Where to write. It keeps the final name's suffixes (``.nii.gz``, ``.mnc``)
+        so that libraries choosing a format by suffix choose the right one.
+    """
+    path = check_writable(path, clobber=clobber)
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}",
+                                        dir=path.parent)
+    except OSError as exc:
+        raise TargetError(
+            f"cannot write in {path.parent} ({exc.strerror or exc}); "
+            "choose a folder you can write to"
+        ) from exc
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        if not clobber and path.exists():
+            raise OutputExistsError(f"{path} exists already; pass --clobber to replace it")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OutputExistsError):
+            raise
+        raise TargetError(
+            f"cannot write {path} ({exc.strerror or exc}); free some space or choose "
+            "another folder"
+        ) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, *, clobber: bool = True) -> Path:
+    """Write ``text`` to ``path`` atomically (UTF-8) and return the path."""
+    with atomic_output(path, clobber=clobber) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
