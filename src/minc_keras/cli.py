@@ -1,0 +1,320 @@
+"""The ``minc-keras`` command line: parse, call one library function, map errors to exit codes.
+
+Exit codes: 0 success, 2 bad input or usage (one sentence naming the file and the fix),
+1 unexpected failure (a bug: rerun with ``--verbose`` for the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from minc_keras import __version__
+from minc_keras.errors import MincKerasError
+
+log = logging.getLogger("minc_keras")
+
+SUBCOMMANDS = ("run", "prepare", "train", "evaluate", "predict", "models", "convert",
+               "compare", "demo-data", "demo")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", type=int, nargs="?", const=2, default=1,
+                        metavar="LEVEL",
+                        help="0 silent, 1 basic (default), 2 detailed with tracebacks, 3 debug")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars, fewer messages")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.replace(" ", "").strip("[]").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model and training (the workshop's flags)")
+    group.add_argument("--model-type", dest="model_type", default="model_0_0",
+                       help="network: model_0_0 .. model_4_0, custom, dil, unet (default model_0_0)")
+    group.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
+    group.add_argument("--batch-size", dest="batch_size", type=int, default=1,
+                       help="slices per batch (default 1, the workshop's)")
+    group.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    group.add_argument("--loss", default="categorical_crossentropy",
+                       help="categorical_crossentropy, binary_crossentropy, dice, dice_ce")
+    group.add_argument("--metric", default="categorical_accuracy", help="accuracy metric")
+    group.add_argument("--activation-hidden", dest="activation_hidden", default="relu")
+    group.add_argument("--activation-output", dest="activation_output", default="softmax")
+    group.add_argument("--nK", type=_int_list, default=None,
+                       help="kernels per layer for custom/dil, e.g. 16,32,64,128")
+    group.add_argument("--n_dil", "--n-dil", dest="n_dil", type=_int_list, default=None,
+                       help="dilation rate per layer for custom, e.g. 1,2,4")
+    group.add_argument("--kernel-size", dest="kernel_size", type=int, default=None,
+                       help="kernel size for custom (default 3)")
+    group.add_argument("--drop-out", dest="drop_out", type=float, default=None,
+                       help="dropout rate for custom (default 0)")
+    group.add_argument("--pad", type=int, default=0,
+                       help="pad slices to a multiple of 2^PAD (the U-Net needs at least 3)")
+    group.add_argument("--model", dest="model_name", default="model.keras",
+                       help="model file name under TARGET/model (default model.keras)")
+    group.add_argument("--make-model-only", dest="make_model_only", action="store_true",
+                       help="build and save the untrained model, print its size, stop")
+
+
+def _add_data_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    group = parser.add_argument_group("data (the workshop's flags)")
+    group.add_argument("--source", required=required, help="folder searched for scans and labels")
+    group.add_argument("--target", required=required, help="folder for data/, model/, report/, predict/")
+    group.add_argument("--input-str", dest="input_str", default="T1w_anat",
+                       help="substring or glob naming the input scans (default: T1w_anat)")
+    group.add_argument("--label-str", dest="label_str", default="seg",
+                       help="substring or glob naming the label volumes (default: seg)")
+    group.add_argument("--ratios", nargs=2, type=float, default=(0.7, 0.15),
+                       metavar=("TRAIN", "VALIDATE"),
+                       help="fractions of subjects for training and validation; test gets the rest")
+    group.add_argument("--seed", type=int, default=0, help="seed of the split and training")
+    group.add_argument("--clobber", action="store_true", help="replace existing outputs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser for every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="minc-keras",
+        description="Deep learning for brain MRI segmentation (MINC and NIfTI). "
+        "With no sub-command, the options are those of `run`.",
+    )
+    parser.add_argument("--version", action="version", version=f"minc-keras {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="prepare -> train -> evaluate -> predict (the default)")
+    _add_data_options(run, required=True)
+    _add_model_options(run)
+    run.add_argument("--predict", default=None,
+                     help="test subjects to segment: `all`, positions like 1,4, or names")
+    _add_common(run)
+
+    prepare = sub.add_parser("prepare", help="discover scans, split subjects, fill the cache")
+    _add_data_options(prepare, required=True)
+    _add_common(prepare)
+
+    train = sub.add_parser("train", help="train on TARGET's prepared data")
+    train.add_argument("--target", required=True, help="folder prepared by `prepare`")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--clobber", action="store_true", help="retrain over an existing model")
+    _add_model_options(train)
+    _add_common(train)
+
+    evaluate = sub.add_parser("evaluate", help="test-split metrics of TARGET's model")
+    evaluate.add_argument("--target", required=True, help="folder with data/ and model/")
+    evaluate.add_argument("--model", dest="model_name", default="model.keras")
+    evaluate.add_argument("--predict", default=None,
+                          help="test subjects to segment: `all`, positions like 1,4, or names")
+    _add_common(evaluate)
+
+    models = sub.add_parser("models", help="list the model zoo with parameter counts")
+    models.add_argument("--num-classes", dest="num_classes", type=int, default=3)
+    _add_common(models)
+
+    convert = sub.add_parser("convert", help="MINC1/MINC2/NIfTI -> MINC2/NIfTI, same geometry")
+    convert.add_argument("input", help="volume to read (.mnc, .mnc.gz, .nii, .nii.gz)")
+    convert.add_argument("output", help="volume to write; .mnc writes MINC2, .nii[.gz] NIfTI")
+    convert.add_argument("--clobber", action="store_true", help="replace OUTPUT if it exists")
+    _add_common(convert)
+
+    demo = sub.add_parser("demo", help="demo-data + run: the whole pipeline in a few minutes")
+    demo.add_argument("--target", default="minc-keras-demo",
+                      help="folder for the demo data and the run (default minc-keras-demo)")
+    demo.add_argument("--epochs", type=int, default=5)
+    demo.add_argument("--clobber", action="store_true", help="redo everything from scratch")
+    _add_common(demo)
+
+    demo_data = sub.add_parser("demo-data", help="write a small demo dataset (MINC2)")
+    demo_data.add_argument("dest", help="folder to create")
+    demo_data.add_argument("--subjects", type=int, default=8, help="pseudo-subjects (default 8)")
+    demo_data.add_argument("--seed", type=int, default=0)
+    demo_data.add_argument("--clobber", action="store_true", help="write into an existing folder")
+    _add_common(demo_data)
+    return parser
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from minc_keras.prepare import prepare
+
+    summary = prepare(args.source, args.target, input_str=args.input_str,
+                      label_str=args.label_str, ratios=tuple(args.ratios), seed=args.seed,
+                      clobber=args.clobber, quiet=args.quiet)
+    for line in summary.lines():
+        print(line)
+    return 0
+
+
+def _train_options(args: argparse.Namespace):
+    from minc_keras.train import TrainOptions
+
+    return TrainOptions(
+        model_type=args.model_type, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        loss=args.loss, metric=args.metric, activation_hidden=args.activation_hidden,
+        activation_output=args.activation_output, nK=args.nK, kernel_size=args.kernel_size,
+        drop_out=args.drop_out, n_dil=args.n_dil, pad=args.pad, model_name=args.model_name,
+        seed=args.seed, clobber=args.clobber, make_model_only=args.make_model_only,
+        quiet=args.quiet or args.verbose == 0,
+    )
+
+
+def _print_training(trained) -> None:
+    print(f"model: {trained.model_path} ({trained.parameters:,} parameters)")
+    if trained.trained:
+        print(f"trained in {trained.seconds / 60:.1f} min")
+
+
+def _print_evaluation(evaluation) -> None:
+    print(f"Test: Loss= {evaluation.loss:.4f} Metric= {evaluation.metric:.4f} "
+          f"({evaluation.metric_name}; parameters = {evaluation.parameters:,})")
+    for name, dice in evaluation.mean_dice.items():
+        print(f"  mean Dice {name}: {dice:.3f}")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from minc_keras.pipeline import run_pipeline
+
+    result = run_pipeline(args.source, args.target, input_str=args.input_str,
+                          label_str=args.label_str, ratios=tuple(args.ratios), seed=args.seed,
+                          options=_train_options(args), predict=args.predict)
+    for line in result.prepared.lines():
+        print(line)
+    _print_training(result.trained)
+    if result.evaluation is not None:
+        _print_evaluation(result.evaluation)
+    for path in [*result.figures, *result.predictions]:
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from minc_keras.pipeline import train_and_report
+
+    trained, figures = train_and_report(args.target, _train_options(args))
+    _print_training(trained)
+    for path in figures:
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from minc_keras.evaluate import evaluate, predict_test_subjects
+
+    _print_evaluation(evaluate(args.target, model_name=args.model_name, quiet=args.quiet))
+    for path in predict_test_subjects(args.target, args.predict, model_name=args.model_name,
+                                      quiet=args.quiet):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from minc_keras.models import describe_models
+
+    for row in describe_models(args.num_classes):
+        print(f"{row['name']:<10} {row['parameters']:>10,}  {row['layers']}")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from minc_keras.io import convert_volume
+
+    out = convert_volume(args.input, args.output, clobber=args.clobber)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_demo_data(args: argparse.Namespace) -> int:
+    from minc_keras.data.demo import make_demo_dataset
+
+    paths = make_demo_dataset(args.dest, n_subjects=args.subjects, seed=args.seed,
+                              clobber=args.clobber)
+    print(f"wrote {len(paths)} files under {args.dest}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from minc_keras.data.demo import make_demo_dataset
+
+    source = Path(args.target) / "source"
+    if args.clobber or not source.exists():
+        make_demo_dataset(source, clobber=args.clobber)
+        print(f"demo data written to {source}")
+    argv = ["run", "--source", str(source), "--target", args.target, "--epochs",
+            str(args.epochs), "--model-type", "model_0_0", "--input-str", "*T1w_anat*",
+            "--label-str", "*seg*", "--predict", "all", "--ratios", "0.7", "0.15",
+            "--batch-size", "8", "--lr", "1e-3", "--activation-hidden", "relu",
+            "--activation-output", "softmax", "-v", str(args.verbose)]
+    if args.clobber:
+        argv.append("--clobber")
+    if args.quiet:
+        argv.append("--quiet")
+    print("minc-keras " + " ".join(argv))
+    return _cmd_run(build_parser().parse_args(argv))
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo": _cmd_demo,
+    "run": _cmd_run,
+    "prepare": _cmd_prepare,
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "models": _cmd_models,
+    "convert": _cmd_convert,
+    "demo-data": _cmd_demo_data,
+}
+
+
+def _normalise_argv(argv: Sequence[str]) -> list[str]:
+    """Treat the workshop's bare-flag form (``minc-keras --source ...``) as ``run``."""
+    argv = list(argv)
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        return ["run", *argv]
+    return argv
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = {0: logging.WARNING, 1: logging.INFO, 2: logging.INFO}.get(verbose, logging.DEBUG)
+    if quiet:
+        level = max(level, logging.WARNING)
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    for noisy in ("h5py", "matplotlib", "PIL", "nibabel", "absl"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit status."""
+    argv = _normalise_argv(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command not in COMMANDS:
+        parser.error(f"`{args.command}` is not available yet in this version")
+    verbose = getattr(args, "verbose", 1)
+    _configure_logging(verbose, getattr(args, "quiet", False))
+    try:
+        return COMMANDS[args.command](args)
+    except MincKerasError as exc:
+        print(f"minc-keras: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("minc-keras: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if verbose >= 2:
+            traceback.print_exc()
+        print(f"minc-keras: unexpected error: {type(exc).__name__}: {exc} "
+              "(this is a bug; rerun with -v 2 and report the traceback)", file=sys.stderr)
+        return 1

@@ -1,0 +1,65 @@
+"""Segment a whole volume with a 2-D slice network: batch the slices, stitch the result."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from minc_keras.data.dataset import take_slices
+from minc_keras.data.preprocess import VIEW_AXES, round_up
+
+
+def predict_probabilities(model, volume: np.ndarray, *, view: str = "axial", multiple: int = 1,
+                          batch_size: int = 32, occupied: np.ndarray | None = None) -> np.ndarray:
+    """Class probabilities of every voxel of a preprocessed volume.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Maps (N, H, W, 1) slices to (N, H, W, C) probabilities.
+    volume : ndarray of shape (X, Y, Z)
+        Normalised intensities in RAS axis order (as in the cache).
+    view : {"axial", "coronal", "sagittal"}
+        The slicing view the model was trained on.
+    multiple : int
+        In-plane sizes are padded to a multiple of this for the network.
+    batch_size : int
+        Slices per forward pass.
+    occupied : ndarray of bool of shape (X, Y, Z), optional
+        Where there is anything to segment; slices with nothing are not run through the
+        network and get probability 1 for class 0. Defaults to ``volume != 0``.
+
+    Returns
+    -------
+    ndarray of float32 of shape (X, Y, Z, C)
+        ``C`` is 1 for a single sigmoid output (foreground probability).
+    """
+    axis = VIEW_AXES[view]
+    if occupied is None:
+        occupied = volume != 0
+    plane = [volume.shape[a] for a in range(3) if a != axis]
+    size = (round_up(plane[0], multiple), round_up(plane[1], multiple))
+    top, left = (size[0] - plane[0]) // 2, (size[1] - plane[1]) // 2
+    keep = np.flatnonzero(occupied.any(axis=tuple(a for a in range(3) if a != axis)))
+    channels = int(model.output_shape[-1])
+    out = np.zeros((volume.shape[axis], *plane, channels), np.float32)
+    if channels > 1:
+        out[..., 0] = 1.0
+    for start in range(0, len(keep), batch_size):
+        ks = keep[start:start + batch_size]
+        batch = take_slices(volume, axis, ks, size).astype(np.float32)[..., None]
+        probs = np.asarray(model.predict_on_batch(batch))
+        out[ks] = probs[:, top:top + plane[0], left:left + plane[1]]
+    return np.moveaxis(out, 0, axis)
+
+
+def probabilities_to_classes(probs: np.ndarray) -> np.ndarray:
+    """Class index per voxel: argmax, or a 0.5 threshold for a single sigmoid channel.
+
+    >>> probabilities_to_classes(np.array([[0.2, 0.7, 0.1]])).tolist()
+    [1]
+    >>> probabilities_to_classes(np.array([[0.2], [0.9]])).tolist()
+    [0, 1]
+    """
+    if probs.shape[-1] == 1:
+        return (probs[..., 0] > 0.5).astype(np.uint8)
+    return np.argmax(probs, axis=-1).astype(np.uint8)

@@ -1,0 +1,68 @@
+"""The workshop's one-shot pipeline: prepare -> train -> evaluate -> predict -> report."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from minc_keras.evaluate import Evaluation, evaluate, predict_test_subjects
+from minc_keras.prepare import PrepareSummary, prepare
+from minc_keras.report import plot_history
+from minc_keras.train import TrainOptions, TrainResult, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """Everything one run produced."""
+
+    prepared: PrepareSummary | None = None
+    trained: TrainResult | None = None
+    evaluation: Evaluation | None = None
+    predictions: list[Path] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+
+
+def train_and_report(target: str | Path, options: TrainOptions) -> tuple[TrainResult, list[Path]]:
+    """Train, then draw the learning curves into ``TARGET/report``."""
+    result = train(target, options)
+    figures = []
+    if result.history:
+        figures.append(plot_history(result.history,
+                                    Path(target) / "report" / "learning_curves.png"))
+    return result, figures
+
+
+def run_pipeline(source: str | Path, target: str | Path, *, input_str: str, label_str: str,
+                 ratios: tuple[float, float], seed: int, options: TrainOptions,
+                 predict: str | None = None) -> RunResult:
+    """Run every step of the workshop's command on one source folder.
+
+    Parameters
+    ----------
+    source, target : path-like
+        Where the scans are; where data/, model/, report/ and predict/ go.
+    input_str, label_str : str
+        Substring or glob naming inputs and labels.
+    ratios : (float, float)
+        Training and validation fractions of subjects.
+    seed : int
+        Split seed.
+    options : TrainOptions
+        Model and training options (``make_model_only`` stops after building).
+    predict : str, optional
+        ``--predict``: ``all``, 1-based test positions ``1,4``, or subject names.
+    """
+    result = RunResult()
+    result.prepared = prepare(source, target, input_str=input_str, label_str=label_str,
+                              ratios=ratios, seed=seed, clobber=options.clobber,
+                              quiet=options.quiet)
+    result.trained, result.figures = train_and_report(target, options)
+    if options.make_model_only:
+        return result
+    result.evaluation = evaluate(target, model_name=options.model_name, quiet=options.quiet)
+    result.predictions = predict_test_subjects(target, predict, model_name=options.model_name,
+                                               quiet=options.quiet)
+    return result

@@ -1,0 +1,60 @@
+"""Tiny synthetic head-like volumes for fast tests (no real data needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from minc_keras.io import Volume, write_volume
+
+#: MINC's usual (z, y, x) array order with a negative x step, like the OASIS files.
+ZYX_AFFINE = np.array([[0.0, 0.0, -1.0, 40.0],
+                       [0.0, 1.2, 0.0, -30.0],
+                       [1.5, 0.0, 0.0, -20.0],
+                       [0.0, 0.0, 0.0, 1.0]])
+#: NIfTI's usual (x, y, z) order, anisotropic.
+XYZ_AFFINE = np.array([[-1.0, 0.0, 0.0, 40.0],
+                       [0.0, 1.2, 0.0, -30.0],
+                       [0.0, 0.0, 1.5, -20.0],
+                       [0.0, 0.0, 0.0, 1.0]])
+
+
+def make_subject(seed: int, shape_xyz=(22, 26, 18)) -> tuple[np.ndarray, np.ndarray]:
+    """An ellipsoid 'brain' in (x, y, z) order: label 2 core (bright), 1 shell, 0 outside.
+
+    Returns
+    -------
+    image : ndarray of float32 of shape ``shape_xyz``
+    labels : ndarray of int16, same shape
+    """
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape_xyz], indexing="ij"))
+    radii = 0.75 + 0.08 * rng.standard_normal(3)
+    centre = 0.05 * rng.standard_normal(3)
+    r = np.sqrt((((grid - centre[:, None, None, None]) / radii[:, None, None, None]) ** 2)
+                .sum(0))
+    labels = np.zeros(shape_xyz, np.int16)
+    labels[r < 1.0] = 1
+    labels[r < 0.6] = 2
+    image = np.choose(labels, [0.0, 60.0, 100.0]).astype(np.float32)
+    image += (labels > 0) * rng.normal(0, 4, shape_xyz).astype(np.float32)
+    return image, labels
+
+
+def write_dataset(root: Path, *, n_subjects: int = 6, fmt: str = "mnc") -> Path:
+    """Write a dataset in the workshop's layout; MINC in (z, y, x) order, NIfTI in (x, y, z)."""
+    for s in range(1, n_subjects + 1):
+        image, labels = make_subject(s)
+        if fmt == "mnc":
+            image, labels, affine = image.transpose(2, 1, 0), labels.transpose(2, 1, 0), ZYX_AFFINE
+            suffix = ".mnc"
+        else:
+            affine, suffix = XYZ_AFFINE, ".nii.gz"
+        folder = root / f"sub-{s:02d}"
+        name = f"sub-{s:02d}_task-01_ses-01"
+        write_volume(Volume(np.ascontiguousarray(image), affine),
+                     folder / f"{name}_T1w_anat_rsl{suffix}")
+        write_volume(Volume(np.ascontiguousarray(labels), affine),
+                     folder / f"{name}_variant-seg_rsl{suffix}")
+    return root
