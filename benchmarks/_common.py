@@ -1,0 +1,61 @@
+"""Shared helpers for the benchmark scripts: data location, timing, machine rates."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def median_seconds(fn, repeats: int = 5) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """This machine's fp32 matrix-multiply rate through the Keras backend, in GFLOP/s."""
+    import keras
+
+    a = keras.ops.convert_to_tensor(np.random.default_rng(0).random((n, n), np.float32))
+    keras.ops.matmul(a, a)  # warm-up
+    seconds = median_seconds(lambda: keras.ops.convert_to_numpy(keras.ops.matmul(a, a)),
+                             repeats)
+    return 2 * n**3 / seconds / 1e9
+
+
+def conv_flops_per_slice(model, height: int, width: int) -> float:
+    """Forward FLOPs (2 x multiply-adds) of the Conv2D layers for one (H, W) slice."""
+    import keras
+
+    total = 0.0
+    probe = keras.models.clone_model(model, input_tensors=keras.Input((height, width, 1)))
+    for layer in _conv_layers(probe):
+        out = layer.output.shape
+        kernel = layer.kernel.shape
+        total += 2.0 * out[1] * out[2] * float(np.prod(kernel))
+    return total
+
+
+def _conv_layers(model):
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _conv_layers(layer)
+        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
+            yield layer
