@@ -1,0 +1,1 @@
+"""Finding scans, splitting subjects, and turning volumes into training batches."""
