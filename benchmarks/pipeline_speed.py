@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, conv_flops_per_slice, matmul_gflops, peak_rss_mb  # noqa: E402
+from _common import DATA, conv_flops_per_slice, matmul_gflops, peak_rss_mb
 
 
 def main() -> int:

@@ -2,13 +2,13 @@ import json
 
 import numpy as np
 import pytest
+from synthetic import ZYX_AFFINE, write_dataset
 
 from minc_keras.data.cache import SliceCache, build_cache
 from minc_keras.data.dataset import SliceDataset, encode_targets, slice_size, take_slices
 from minc_keras.data.preprocess import to_canonical
 from minc_keras.errors import DatasetError, OutputExistsError
 from minc_keras.io import Volume, read_volume, write_volume
-from synthetic import ZYX_AFFINE, write_dataset
 
 CONFIG = {"source": "x", "input_str": "T1w", "label_str": "seg"}
 
@@ -44,7 +44,8 @@ def test_cache_stores_cropped_canonical_volumes(dataset_root, tmp_path):
     assert np.count_nonzero(canonical[box]) == np.count_nonzero(canonical)
     label = read_volume(rows[0]["label"], label=True)
     np.testing.assert_array_equal(cache.label(0), to_canonical(label.data, label.affine)[0][box])
-    assert img.dtype == np.float16 and 0.9 < img.max() <= 1.5
+    assert img.dtype == np.float16
+    assert 0.9 < img.max() <= 1.5
 
 
 def test_cache_reuses_unchanged_scans_and_refuses_other_config(dataset_root, tmp_path):
@@ -85,11 +86,13 @@ def test_dataset_yields_exactly_the_cached_slices(dataset_root, tmp_path):
     cache = build_cache(_rows(dataset_root), tmp_path / "data", config=CONFIG, quiet=True)
     data = SliceDataset(cache, "train", view="axial", batch_size=5, multiple=8)
     size = slice_size(cache, "axial", 8)
-    assert size[0] % 8 == 0 and size[1] % 8 == 0
+    assert size[0] % 8 == 0
+    assert size[1] % 8 == 0
     seen = []
     for i in range(len(data)):
         x, y = data[i]
-        assert x.shape[1:] == (*size, 1) and y.shape[1:] == (*size, 3)
+        assert x.shape[1:] == (*size, 1)
+        assert y.shape[1:] == (*size, 3)
         np.testing.assert_array_equal(y.sum(-1), 1)
         seen.append((x, y))
     xs = np.concatenate([s[0] for s in seen])[..., 0]

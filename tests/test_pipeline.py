@@ -6,13 +6,13 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from synthetic import write_dataset
 
 from minc_keras.cli import main
 from minc_keras.data.cache import SliceCache
 from minc_keras.evaluate import segment_cached
 from minc_keras.io import read_volume
 from minc_keras.model_info import read_info
-from synthetic import write_dataset
 
 
 def _workshop_args(source, target, *extra):
@@ -29,13 +29,15 @@ def test_workshop_command_end_to_end(tmp_path, capsys, fmt):
     target = tmp_path / "run"
     assert main(_workshop_args(source, target)) == 0
     out = capsys.readouterr().out
-    assert "Test: Loss=" in out and "Metric=" in out
+    assert "Test: Loss=" in out
+    assert "Metric=" in out
     assert "71,987 parameters" in out
     split = pd.read_csv(target / "report" / "images.csv")
     assert set(split.category) == {"train", "validate", "test"}
     assert (target / "model" / "model.keras").is_file()
     history = json.loads((target / "model" / "history.json").read_text())
-    assert len(history["loss"]) == 2 and "val_loss" in history
+    assert len(history["loss"]) == 2
+    assert "val_loss" in history
     assert (target / "report" / "learning_curves.png").stat().st_size > 1000
     metrics = pd.read_csv(target / "report" / "metrics.csv")
     assert set(metrics["class"]) == {1, 2}
@@ -58,7 +60,8 @@ def test_saved_model_predicts_identically_after_reload(tmp_path):
     assert main(_workshop_args(source, target, "--epochs", "1")) == 0
     model = keras.saving.load_model(target / "model" / "model.keras")
     info = read_info(model)
-    assert info["class_values"] == [0, 1, 2] and info["view"] == "axial"
+    assert info["class_values"] == [0, 1, 2]
+    assert info["view"] == "axial"
     cache = SliceCache.open(target / "data")
     first = segment_cached(model, info, cache, 0)
     again = keras.saving.load_model(target / "model" / "model.keras")
@@ -89,13 +92,14 @@ def test_other_configuration_in_same_target_is_refused(tmp_path, capsys):
     assert main(["prepare", "--source", str(source), "--target", str(target), "--input-str",
                  "T1w", "--label-str", "variant-seg", "--ratios", "0.5", "0.25", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "--clobber" in err and "Traceback" not in err
+    assert "--clobber" in err
+    assert "Traceback" not in err
 
 
 def test_evaluate_without_model_is_a_clear_error(tmp_path, capsys):
     source = write_dataset(tmp_path / "source", n_subjects=6, fmt="mnc")
     target = tmp_path / "run"
-    assert main(["prepare", "--source", str(source), "--target", str(target), "--ratios", "0.5",
-                 "0.25", "--quiet"]) == 0
+    assert main(["prepare", "--source", str(source), "--target", str(target), "--input-str",
+                 "T1w", "--label-str", "seg", "--ratios", "0.5", "0.25", "--quiet"]) == 0
     assert main(["evaluate", "--target", str(target)]) == 2
     assert "run `minc-keras train` first" in capsys.readouterr().err

@@ -70,7 +70,8 @@ def test_normalise_maps_percentiles_and_keeps_background_zero():
     out, (lo, hi) = normalise_intensity(data, mask, low=0, high=100)
     assert (lo, hi) == (100.0, 300.0)
     assert out[0, 0, 0] == 0
-    assert out[mask].min() == 0 and out[mask].max() == pytest.approx(1.0)
+    assert out[mask].min() == 0
+    assert out[mask].max() == pytest.approx(1.0)
     assert out.dtype == np.float32
 
 
@@ -87,7 +88,8 @@ def test_bounding_box_clips_margin_to_the_array():
 def test_pad_slices_centres_and_reports_offset():
     x = np.ones((2, 3, 5))
     out, (top, left) = pad_slices(x, (8, 8))
-    assert out.shape == (2, 8, 8) and (top, left) == (2, 1)
+    assert out.shape == (2, 8, 8)
+    assert (top, left) == (2, 1)
     assert out.sum() == x.sum()
     with pytest.raises(ValueError, match="do not fit"):
         pad_slices(x, (2, 8))

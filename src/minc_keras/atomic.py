@@ -73,7 +73,7 @@ def atomic_output(path: str | os.PathLike, *, clobber: bool = False) -> Iterator
         so that libraries choosing a format by suffix choose the right one.
     """
     path = check_writable(path, clobber=clobber)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
+    suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".gz") else path.suffix
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}",
                                         dir=path.parent)

@@ -32,7 +32,8 @@ def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.replace(" ", "").strip("[]").split(",") if v]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
     if not values:
         raise argparse.ArgumentTypeError("expected at least one integer")
     return values
@@ -41,7 +42,8 @@ def _int_list(text: str) -> list[int]:
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model and training (the workshop's flags)")
     group.add_argument("--model-type", dest="model_type", default="model_0_0",
-                       help="network: model_0_0 .. model_4_0, custom, dil, unet (default model_0_0)")
+                       help="network: model_0_0 .. model_4_0, custom, dil, unet "
+                       "(default model_0_0)")
     group.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
     group.add_argument("--batch-size", dest="batch_size", type=int, default=1,
                        help="slices per batch (default 1, the workshop's)")
@@ -61,6 +63,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="dropout rate for custom (default 0)")
     group.add_argument("--pad", type=int, default=0,
                        help="pad slices to a multiple of 2^PAD (the U-Net needs at least 3)")
+    group.add_argument("--class-names", dest="class_names",
+                       type=lambda t: [n.strip() for n in t.split(",")], default=None,
+                       help="a name per label value in ascending order, e.g. "
+                       "background,CSF,GM,WM (default label_1, label_2, ...)")
     group.add_argument("--model", dest="model_name", default="model.keras",
                        help="model file name under TARGET/model (default model.keras)")
     group.add_argument("--make-model-only", dest="make_model_only", action="store_true",
@@ -70,11 +76,14 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 def _add_data_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
     group = parser.add_argument_group("data (the workshop's flags)")
     group.add_argument("--source", required=required, help="folder searched for scans and labels")
-    group.add_argument("--target", required=required, help="folder for data/, model/, report/, predict/")
-    group.add_argument("--input-str", dest="input_str", default="T1w_anat",
-                       help="substring or glob naming the input scans (default: T1w_anat)")
-    group.add_argument("--label-str", dest="label_str", default="seg",
-                       help="substring or glob naming the label volumes (default: seg)")
+    group.add_argument("--target", required=required,
+                       help="folder for data/, model/, report/, predict/")
+    group.add_argument("--input-str", dest="input_str", default="pet",
+                       help="substring or glob naming the input scans, e.g. '*T1w_anat*' "
+                       "(default: pet, the workshop's)")
+    group.add_argument("--label-str", dest="label_str", default="brainmask",
+                       help="substring or glob naming the label volumes, e.g. '*seg*' "
+                       "(default: brainmask, the workshop's)")
     group.add_argument("--ratios", nargs=2, type=float, default=(0.7, 0.15),
                        metavar=("TRAIN", "VALIDATE"),
                        help="fractions of subjects for training and validation; test gets the rest")
@@ -163,6 +172,7 @@ def _train_options(args: argparse.Namespace):
         activation_output=args.activation_output, nK=args.nK, kernel_size=args.kernel_size,
         drop_out=args.drop_out, n_dil=args.n_dil, pad=args.pad, model_name=args.model_name,
         seed=args.seed, clobber=args.clobber, make_model_only=args.make_model_only,
+        class_names=args.class_names,
         quiet=args.quiet or args.verbose == 0,
     )
 
@@ -183,16 +193,24 @@ def _print_evaluation(evaluation) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from minc_keras.pipeline import run_pipeline
 
-    result = run_pipeline(args.source, args.target, input_str=args.input_str,
-                          label_str=args.label_str, ratios=tuple(args.ratios), seed=args.seed,
-                          options=_train_options(args), predict=args.predict)
-    for line in result.prepared.lines():
-        print(line)
-    _print_training(result.trained)
-    if result.evaluation is not None:
-        _print_evaluation(result.evaluation)
-    for path in [*result.figures, *result.predictions]:
-        print(f"wrote {path}")
+    def report(step: str, result) -> None:
+        if step == "prepare":
+            for line in result.prepared.lines():
+                print(line)
+        elif step == "train":
+            _print_training(result.trained)
+            for path in result.figures:
+                print(f"wrote {path}")
+        elif step == "evaluate":
+            _print_evaluation(result.evaluation)
+        else:
+            for path in result.predictions:
+                print(f"wrote {path}")
+        sys.stdout.flush()
+
+    run_pipeline(args.source, args.target, input_str=args.input_str, label_str=args.label_str,
+                 ratios=tuple(args.ratios), seed=args.seed, options=_train_options(args),
+                 predict=args.predict, on_step=report)
     return 0
 
 
@@ -254,7 +272,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             str(args.epochs), "--model-type", "model_0_0", "--input-str", "*T1w_anat*",
             "--label-str", "*seg*", "--predict", "all", "--ratios", "0.7", "0.15",
             "--batch-size", "8", "--lr", "1e-3", "--activation-hidden", "relu",
-            "--activation-output", "softmax", "-v", str(args.verbose)]
+            "--activation-output", "softmax", "--class-names", "background,GM,WM",
+            "-v", str(args.verbose)]
     if args.clobber:
         argv.append("--clobber")
     if args.quiet:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +38,8 @@ def train_and_report(target: str | Path, options: TrainOptions) -> tuple[TrainRe
 
 def run_pipeline(source: str | Path, target: str | Path, *, input_str: str, label_str: str,
                  ratios: tuple[float, float], seed: int, options: TrainOptions,
-                 predict: str | None = None) -> RunResult:
+                 predict: str | None = None,
+                 on_step: Callable[[str, RunResult], None] | None = None) -> RunResult:
     """Run every step of the workshop's command on one source folder.
 
     Parameters
@@ -54,15 +56,27 @@ def run_pipeline(source: str | Path, target: str | Path, *, input_str: str, labe
         Model and training options (``make_model_only`` stops after building).
     predict : str, optional
         ``--predict``: ``all``, 1-based test positions ``1,4``, or subject names.
+    on_step : callable, optional
+        Called as ``on_step(step, result)`` after each of "prepare", "train", "evaluate"
+        and "predict", so a caller can report progress as it happens.
     """
     result = RunResult()
+
+    def done(step: str) -> None:
+        if on_step is not None:
+            on_step(step, result)
+
     result.prepared = prepare(source, target, input_str=input_str, label_str=label_str,
                               ratios=ratios, seed=seed, clobber=options.clobber,
                               quiet=options.quiet)
+    done("prepare")
     result.trained, result.figures = train_and_report(target, options)
+    done("train")
     if options.make_model_only:
         return result
     result.evaluation = evaluate(target, model_name=options.model_name, quiet=options.quiet)
+    done("evaluate")
     result.predictions = predict_test_subjects(target, predict, model_name=options.model_name,
                                                quiet=options.quiet)
+    done("predict")
     return result

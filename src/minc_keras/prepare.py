@@ -82,7 +82,8 @@ def prepare(source: str | Path, target: str | Path, *, input_str: str, label_str
         With one sentence for the user.
     """
     target = Path(target)
-    found = discover(source, input_str, label_str)
+    # a --target inside --source must not be searched: its predictions look like labels
+    found = discover(source, input_str, label_str, exclude=[target])
     categories = assign_categories(found.scans, ratios, seed=seed)
     csv_path = target / "report" / "images.csv"
     rows = pd.DataFrame(

@@ -8,11 +8,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
 
-from minc_keras.atomic import atomic_output  # noqa: E402
+from minc_keras.atomic import atomic_output
 
 #: Distinct colours for label classes 1, 2, 3, ... (0 is transparent background).
 LABEL_COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#ffe119", "#f58231", "#911eb4", "#46f0f0",
@@ -27,26 +27,32 @@ def _save(fig, path: str | os.PathLike) -> Path:
 
 
 def plot_history(history: dict[str, list[float]], path: str | os.PathLike) -> Path:
-    """Learning curves: one panel per metric, training vs validation, against epoch.
+    """Learning curves: loss, and accuracy and Dice; training solid, validation dashed.
 
     Parameters
     ----------
     history : dict
-        Keras history (``loss``, ``val_loss``, ``categorical_accuracy``, ...).
+        Keras history (``loss``, ``val_loss``, ``categorical_accuracy``, ``dice_1`` ...).
     path : path-like
         PNG to write.
     """
-    names = [k for k in history if not k.startswith("val_")]
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
-        epochs = np.arange(1, len(history[name]) + 1)
-        ax.plot(epochs, history[name], "o-", label="training")
-        if f"val_{name}" in history:
-            ax.plot(epochs, history[f"val_{name}"], "s--", label="validation")
-        ax.set_title(name.replace("_", " "))
+    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    metrics = [k for k in history if not k.startswith("val_") and k != "loss"]
+    for ax, names in ((loss_ax, ["loss"]), (metric_ax, metrics)):
+        for colour, name in zip(plt.cm.tab10.colors, names, strict=False):
+            if name not in history:
+                continue
+            epochs = np.arange(1, len(history[name]) + 1)
+            ax.plot(epochs, history[name], "o-", color=colour, label=f"{name} (training)")
+            if f"val_{name}" in history:
+                ax.plot(epochs, history[f"val_{name}"], "s--", color=colour,
+                        label=f"{name} (validation)")
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
+    loss_ax.set_title("loss")
+    metric_ax.set_title("accuracy and Dice per class")
     fig.tight_layout()
     return _save(fig, path)
 

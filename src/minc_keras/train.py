@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,7 @@ class TrainOptions:
     n_dil: list[int] | None = None
     pad: int = 0
     view: str = "axial"
+    class_names: list[str] | None = None
     model_name: str = "model.keras"
     seed: int = 0
     clobber: bool = False
@@ -94,6 +96,15 @@ def build_network(cache: SliceCache, options: TrainOptions) -> tuple[keras.Model
                            kernel_size=options.kernel_size, drop_out=options.drop_out,
                            n_dil=options.n_dil)
         multiple = max(2 ** options.pad, required_multiple(options.model_type))
+    names = [f"label_{v}" if v else "background" for v in cache.class_values]
+    if options.class_names is not None:
+        if len(options.class_names) != cache.num_classes:
+            raise UsageError(
+                f"--class-names gives {len(options.class_names)} names but the labels have "
+                f"{cache.num_classes} classes (values {cache.class_values}); give one name per "
+                "value, background first"
+            )
+        names = list(options.class_names)
     voxel = np.median([np.sqrt((np.asarray(s.affine)[:3, :3] ** 2).sum(0)) for s in cache.scans],
                       axis=0)
     info = {
@@ -101,7 +112,7 @@ def build_network(cache: SliceCache, options: TrainOptions) -> tuple[keras.Model
         "keras_backend": keras.backend.backend(),
         "model_type": options.model_type if options.builder is None else "custom-builder",
         "class_values": cache.class_values,
-        "class_names": [f"label_{v}" if v else "background" for v in cache.class_values],
+        "class_names": names,
         "num_outputs": outputs, "view": options.view, "multiple": multiple,
         "slice_size": list(slice_size(cache, options.view, multiple)),
         "normalisation": {"method": "percentile", "low": 0.5, "high": 99.5, "clip": 1.5},
@@ -132,6 +143,13 @@ class _BestAndLast(keras.callbacks.Callback):
         with atomic_output(self.last, clobber=True) as tmp:
             self.model.save(tmp)
         write_text_atomic(self.history_path, json.dumps(self.history, indent=1))
+
+
+def _keras_verbosity(quiet: bool) -> int:
+    """0 when quiet, a live bar on a terminal, one line per epoch otherwise (logs, CI)."""
+    if quiet:
+        return 0
+    return 1 if sys.stdout.isatty() else 2
 
 
 def train(target: str | Path, options: TrainOptions) -> TrainResult:
@@ -185,6 +203,6 @@ def train(target: str | Path, options: TrainOptions) -> TrainResult:
                          "val_loss" if validate_data.num_slices else "loss")
     start = time.perf_counter()
     model.fit(train_data, validation_data=validate_data if validate_data.num_slices else None,
-              epochs=options.epochs, callbacks=[saver], verbose=0 if options.quiet else 1)
+              epochs=options.epochs, callbacks=[saver], verbose=_keras_verbosity(options.quiet))
     seconds = time.perf_counter() - start
     return TrainResult(path, parameters, saver.history, seconds, trained=True)
