@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from minc_keras.atomic import check_writable
 from minc_keras.data.cache import build_cache
 from minc_keras.data.discover import Discovery, discover
 from minc_keras.data.split import assign_categories, summarise_split, write_split_csv
@@ -47,6 +49,13 @@ def _same_split(existing: Path, new: pd.DataFrame) -> bool:
     a = old[cols].sort_values(cols).reset_index(drop=True)
     b = new[cols].astype(str).sort_values(cols).reset_index(drop=True)
     return a.equals(b)
+
+
+def _new_folders(target: Path) -> list[Path]:
+    """The folders this run is about to create under ``target`` (outermost first)."""
+    if not target.exists():
+        return [target]
+    return [target / name for name in ("data", "report") if not (target / name).exists()]
 
 
 def prepare(source: str | Path, target: str | Path, *, input_str: str, label_str: str,
@@ -96,12 +105,20 @@ def prepare(source: str | Path, target: str | Path, *, input_str: str, label_str
             f"{csv_path} holds a different split from an earlier prepare; pass --clobber to "
             "replace it (and everything trained on it) or choose another --target"
         )
-    write_split_csv(found.scans, categories, csv_path, clobber=True)
-    summary = PrepareSummary(target, found, summarise_split(found.scans, categories))
+    created = _new_folders(target)
+    check_writable(csv_path, clobber=True)
     config = {"source": str(Path(source).resolve()), "input_str": input_str,
               "label_str": label_str}
-    cache = build_cache(rows.to_dict("records"), target / "data", config=config,
-                        clobber=clobber, quiet=quiet)
+    try:
+        cache = build_cache(rows.to_dict("records"), target / "data", config=config,
+                            clobber=clobber, quiet=quiet)
+        # the split is written last: it marks a target whose data are complete
+        write_split_csv(found.scans, categories, csv_path, clobber=True)
+    except BaseException:
+        for folder in created:  # nothing half-made is left where nothing was before
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    summary = PrepareSummary(target, found, summarise_split(found.scans, categories))
     summary.notes.append(
         f"cache: {len(cache.scans)} scans in {target / 'data'}, {cache.num_classes} classes "
         f"(label values {cache.class_values})"
