@@ -103,3 +103,27 @@ def test_evaluate_without_model_is_a_clear_error(tmp_path, capsys):
                  "T1w", "--label-str", "seg", "--ratios", "0.5", "0.25", "--quiet"]) == 0
     assert main(["evaluate", "--target", str(target)]) == 2
     assert "run `minc-keras train` first" in capsys.readouterr().err
+
+
+def test_users_own_keras_builder_trains_through_the_pipeline(tmp_path):
+    from minc_keras.evaluate import evaluate
+    from minc_keras.prepare import prepare
+    from minc_keras.train import TrainOptions, train
+
+    def my_model(input_shape, num_classes):
+        inputs = keras.Input(input_shape)
+        x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+        x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", dilation_rate=2)(x)
+        outputs = keras.layers.Conv2D(num_classes, 1, activation="softmax")(x)
+        return keras.Model(inputs, outputs, name="by_hand")
+
+    source = write_dataset(tmp_path / "source", n_subjects=6, fmt="nii")
+    target = tmp_path / "run"
+    prepare(source, target, input_str="T1w_anat", label_str="seg", ratios=(0.5, 0.25),
+            quiet=True)
+    result = train(target, TrainOptions(builder=my_model, epochs=1, batch_size=8, quiet=True))
+    assert result.trained
+    assert result.parameters == (1 * 9 * 8 + 8) + (8 * 9 * 8 + 8) + (8 * 3 + 3)
+    reloaded = keras.saving.load_model(result.model_path)
+    assert read_info(reloaded)["model_type"] == "custom-builder"
+    assert evaluate(target, quiet=True).table.dice.between(0, 1).all()
