@@ -126,6 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
                           help="test subjects to segment: `all`, positions like 1,4, or names")
     _add_common(evaluate)
 
+    predict = sub.add_parser("predict", help="segment new scans in their own grid and format")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="scans: files, folders (searched recursively) or globs")
+    predict.add_argument("--model", required=True, help="TARGET/model/model.keras of a run")
+    predict.add_argument("-o", "--output", default="predictions",
+                         help="folder for the labels, sidecars and volumes.csv "
+                         "(default ./predictions)")
+    predict.add_argument("--save-probabilities", dest="save_probabilities",
+                         action="store_true", help="also write a probability map per class")
+    predict.add_argument("--batch-size", dest="batch_size", type=int, default=32,
+                         help="slices per forward pass (default 32)")
+    predict.add_argument("--clobber", action="store_true", help="replace existing outputs")
+    _add_common(predict)
+
     models = sub.add_parser("models", help="list the model zoo with parameter counts")
     models.add_argument("--num-classes", dest="num_classes", type=int, default=3)
     _add_common(models)
@@ -234,6 +248,23 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from minc_keras.predict import predict_scans
+
+    report = predict_scans(args.model, args.inputs, args.output, clobber=args.clobber,
+                           save_probabilities=args.save_probabilities,
+                           batch_size=args.batch_size, quiet=args.quiet)
+    print(f"segmented {len(report.rows)} scans into {args.output}")
+    if report.table_path is not None:
+        print(f"wrote {report.table_path}")
+    if report.failures:
+        print(f"{len(report.failures)} scans failed:", file=sys.stderr)
+        for path, reason in report.failures:
+            print(f"  {path}: {reason}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from minc_keras.models import describe_models
 
@@ -288,6 +319,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "prepare": _cmd_prepare,
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
+    "predict": _cmd_predict,
     "models": _cmd_models,
     "convert": _cmd_convert,
     "demo-data": _cmd_demo_data,

@@ -1,0 +1,214 @@
+"""``minc-keras predict``: segment new scans in their own grid and format, with volumes and QC.
+
+For every input scan: ``<name>_dseg.<suffix>`` (labels in the scan's grid and format),
+optionally ``<name>_label-<class>_probseg.<suffix>``, and ``<name>_dseg.json`` (model,
+versions, class names, source, volumes, QC). For the run: ``volumes.csv``. A scan that
+cannot be read is reported and skipped; the others complete.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from minc_keras import __version__
+from minc_keras.atomic import atomic_output, write_text_atomic
+from minc_keras.errors import DatasetError, MincKerasError, UsageError
+from minc_keras.evaluate import load_trained, output_suffix
+from minc_keras.io import IMAGE_SUFFIXES, Volume, read_volume, write_volume
+from minc_keras.progress import progress
+from minc_keras.segment import segment_volume
+
+log = logging.getLogger(__name__)
+
+#: A scan whose QC score is this many robust standard deviations from the median is flagged.
+QC_OUTLIER_Z = 3.5
+
+
+@dataclass
+class PredictReport:
+    """Outcome of a predict run."""
+
+    rows: list[dict] = field(default_factory=list)
+    failures: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    table_path: Path | None = None
+
+
+def _is_image(path: Path) -> bool:
+    return path.name.lower().endswith(IMAGE_SUFFIXES) and not path.name.startswith(".")
+
+
+def collect_inputs(inputs: list[str]) -> list[Path]:
+    """Expand files, folders (searched recursively) and globs into a sorted list of scans.
+
+    Raises
+    ------
+    UsageError
+        If an input names nothing that exists, or nothing at all is found.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and _is_image(p))
+        elif path.exists():
+            found.append(path)
+        else:
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True))
+            if not matches:
+                raise UsageError(f"{item} matches no file or folder; check the path or the glob")
+            found += [p for p in matches if p.is_file()]
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    if not unique:
+        raise UsageError(f"no scans (.mnc, .mnc.gz, .nii, .nii.gz) found in {' '.join(inputs)}")
+    return unique
+
+
+def scan_name(path: Path) -> str:
+    """File name without its image suffix.
+
+    >>> scan_name(Path("a/sub-01_T1w.nii.gz")), scan_name(Path("b.MNC"))
+    ('sub-01_T1w', 'b')
+    """
+    lower = path.name.lower()
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if lower.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.stem
+
+
+def normalised_entropy(probs: np.ndarray, where: np.ndarray) -> float:
+    """Mean entropy of the class probabilities in ``where``, divided by its maximum.
+
+    0 means every voxel was classified with certainty, 1 means uniform guessing.
+
+    >>> p = np.array([[1.0, 0.0], [0.5, 0.5]])
+    >>> round(normalised_entropy(p, np.array([True, True])), 3)
+    0.5
+    """
+    if not where.any():
+        return float("nan")
+    p = probs[where]
+    if p.shape[-1] == 1:
+        p = np.concatenate([1 - p, p], axis=-1)
+    p = np.clip(p, 1e-7, 1.0)
+    entropy = -(p * np.log(p)).sum(axis=-1) / np.log(p.shape[-1])
+    return float(entropy.mean())
+
+
+def tissue_volumes(classes: np.ndarray, info: dict, voxel_ml: float) -> dict[str, float]:
+    """Volume in mL of each non-background class, the total, and GM/WM when named so."""
+    names = info["class_names"]
+    counts = np.bincount(classes.ravel(), minlength=max(len(names), 2))
+    out: dict[str, float] = {}
+    for index in range(1, max(info["num_outputs"], 2)):
+        out[f"{names[index]}_ml"] = float(counts[index] * voxel_ml)
+    out["total_ml"] = float(sum(out.values()))
+    upper = {n.upper(): n for n in names}
+    if "GM" in upper and "WM" in upper:
+        wm = out[f"{upper['WM']}_ml"]
+        out["gm_wm_ratio"] = out[f"{upper['GM']}_ml"] / wm if wm else float("nan")
+    return out
+
+
+def flag_outliers(table: pd.DataFrame, column: str = "qc_entropy") -> pd.Series:
+    """True for scans whose ``column`` is far (robust z > 3.5) above the others'."""
+    values = table[column].astype(float)
+    if values.notna().sum() < 5:
+        return pd.Series(False, index=table.index)
+    median = values.median()
+    mad = (values - median).abs().median() * 1.4826 or 1e-9
+    return (values - median) / mad > QC_OUTLIER_Z
+
+
+def _outputs(path: Path, out_dir: Path) -> tuple[Path, Path]:
+    stem = scan_name(path)
+    return out_dir / f"{stem}_dseg{output_suffix(path)}", out_dir / f"{stem}_dseg.json"
+
+
+def segment_file(model, info: dict, path: Path, out_dir: Path, *, model_path: Path,
+                 clobber: bool = False, save_probabilities: bool = False,
+                 batch_size: int = 32) -> dict:
+    """Segment one scan file and write its outputs; return its row for ``volumes.csv``."""
+    label_path, sidecar_path = _outputs(path, out_dir)
+    if label_path.exists() and not clobber:
+        raise DatasetError(f"{label_path} exists already; pass --clobber to replace it")
+    volume = read_volume(path)
+    result = segment_volume(model, info, volume, batch_size=batch_size)
+    write_volume(Volume(result.labels, volume.affine), label_path, clobber=clobber,
+                 history=f"minc-keras {__version__} predict --model {model_path} {path}")
+    if save_probabilities:
+        for index in range(1 if result.probabilities.shape[-1] == 1 else 0,
+                           result.probabilities.shape[-1]):
+            name = info["class_names"][index if result.probabilities.shape[-1] > 1 else 1]
+            write_volume(Volume(result.probabilities[..., index], volume.affine),
+                         out_dir / f"{scan_name(path)}_label-{name}_probseg"
+                         f"{output_suffix(path)}", clobber=clobber)
+    row = {"scan": str(path), "output": str(label_path),
+           **tissue_volumes(result.classes, info, volume.voxel_volume_ml),
+           "qc_entropy": normalised_entropy(result.probabilities, result.classes > 0)}
+    sidecar = {"source": str(path), "labels": str(label_path), "model": str(model_path),
+               "minc_keras_version": __version__, "keras_backend": info.get("keras_backend"),
+               "class_values": info["class_values"], "class_names": info["class_names"],
+               "view": info["view"], "volumes_ml": {k: v for k, v in row.items()
+                                                    if k.endswith("_ml")},
+               "qc_entropy": row["qc_entropy"]}
+    write_text_atomic(sidecar_path, json.dumps(sidecar, indent=1))
+    return row
+
+
+def predict_scans(model_path: str | os.PathLike, inputs: list[str], out_dir: str | os.PathLike,
+                  *, clobber: bool = False, save_probabilities: bool = False,
+                  batch_size: int = 32, quiet: bool = False) -> PredictReport:
+    """Segment every scan named by ``inputs`` with the model at ``model_path``.
+
+    Parameters
+    ----------
+    model_path : path-like
+        A ``model.keras`` saved by ``minc-keras train``; loaded once.
+    inputs : list of str
+        Files, folders or globs.
+    out_dir : path-like
+        Where the outputs and ``volumes.csv`` go.
+    clobber : bool
+        Replace existing outputs.
+    save_probabilities : bool
+        Also write one probability map per class.
+    batch_size : int
+        Slices per forward pass.
+    quiet : bool
+        No progress bar.
+
+    Returns
+    -------
+    PredictReport
+        Rows for the scans done, and the scans that failed with the reason.
+    """
+    model, info = load_trained(Path(model_path))
+    scans = collect_inputs(inputs)
+    out_dir = Path(out_dir)
+    report = PredictReport()
+    for path in progress(scans, desc="segmenting", unit="scan", disable=quiet):
+        try:
+            report.rows.append(segment_file(model, info, path, out_dir, model_path=Path(model_path),
+                                            clobber=clobber,
+                                            save_probabilities=save_probabilities,
+                                            batch_size=batch_size))
+        except MincKerasError as exc:
+            log.warning("skipped %s: %s", path, exc)
+            report.failures.append((path, str(exc)))
+    if report.rows:
+        table = pd.DataFrame(report.rows)
+        table["qc_flag"] = flag_outliers(table)
+        report.table_path = out_dir / "volumes.csv"
+        with atomic_output(report.table_path, clobber=True) as tmp:
+            table.to_csv(tmp, index=False, float_format="%.4f")
+    return report
