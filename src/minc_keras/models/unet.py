@@ -1,0 +1,179 @@
+"""A 2-D U-Net for slice segmentation, written with ``keras`` and ``keras.ops`` only.
+
+The encoder halves the slice ``depth - 1`` times, so the network's input height and
+width must be multiples of ``2 ** (depth - 1)`` (8 for the default depth of 4).
+:class:`SpatialMultiple`, the first layer of the network, checks this and raises one
+clear sentence instead of a shape mismatch deep inside a ``Concatenate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+
+from minc_keras.errors import UsageError
+
+#: Resolution levels of the U-Net (3 poolings).
+UNET_DEPTH = 4
+
+#: Filters of the first level; each lower level doubles them.
+UNET_BASE_FILTERS = 16
+
+_UPSAMPLING = ("transpose", "bilinear")
+
+
+def unet_multiple(depth: int = UNET_DEPTH) -> int:
+    """Input height and width must be multiples of this for a U-Net of ``depth`` levels.
+
+    Parameters
+    ----------
+    depth : int
+        Resolution levels (``depth - 1`` poolings by 2).
+
+    Returns
+    -------
+    int
+        ``2 ** (depth - 1)``.
+
+    Examples
+    --------
+    >>> unet_multiple(4)
+    8
+    """
+    return 2 ** (depth - 1)
+
+
+@keras.saving.register_keras_serializable(package="minc_keras")
+class SpatialMultiple(keras.layers.Layer):
+    """Identity layer that rejects slices whose height or width is not a multiple.
+
+    Parameters
+    ----------
+    multiple : int
+        Required divisor of the height and width of ``(N, H, W, C)`` inputs.
+    """
+
+    def __init__(self, multiple: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.multiple = int(multiple)
+
+    def check_shape(self, shape: Sequence) -> None:
+        """Raise UsageError if a known height or width of ``(N, H, W, C)`` is not a multiple."""
+        height, width = shape[1], shape[2]
+        sizes = [s for s in (height, width) if isinstance(s, int)]
+        if any(s % self.multiple for s in sizes):
+            raise UsageError(
+                f"U-Net input slices are {height} x {width} pixels, but height and width "
+                f"must be multiples of {self.multiple}; pad the slices to a multiple of "
+                f"{self.multiple} (minc-keras does this with --pad)"
+            )
+
+    def call(self, inputs):
+        """Return ``inputs`` unchanged after checking their spatial size."""
+        self.check_shape(tuple(inputs.shape))
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        """Same shape as the input; a static size that is not a multiple is rejected."""
+        self.check_shape(tuple(input_shape))
+        return input_shape
+
+    def get_config(self) -> dict:
+        """Configuration for serialisation."""
+        return {**super().get_config(), "multiple": self.multiple}
+
+
+def _conv_block(x, filters: int, kernel_size: int, activation, name: str):
+    """Two Conv2D (no bias) -> BatchNormalization -> activation units."""
+    for i in (1, 2):
+        x = keras.layers.Conv2D(
+            filters, kernel_size, padding="same", use_bias=False, name=f"{name}_conv{i}"
+        )(x)
+        x = keras.layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = keras.layers.Activation(activation, name=f"{name}_act{i}")(x)
+    return x
+
+
+def build_unet(
+    input_shape: Sequence[int | None],
+    num_classes: int,
+    *,
+    activation_hidden: str = "relu",
+    activation_output: str = "softmax",
+    nK: Sequence[int] | None = None,
+    kernel_size: int | None = None,
+    drop_out: float | None = None,
+    depth: int = UNET_DEPTH,
+    upsampling: str = "transpose",
+    name: str = "unet",
+    **ignored,
+) -> keras.Model:
+    """A 2-D U-Net: encoder-decoder with skip connections.
+
+    Each level holds two Conv-BatchNorm-activation units; the encoder max-pools by 2
+    between levels and the decoder upsamples by 2 (a 2x2 stride-2 transposed
+    convolution, or bilinear upsampling followed by a 3x3 convolution), concatenates the
+    encoder's features of the same level and applies two more units. A 1x1 convolution
+    gives the class probabilities.
+
+    Parameters
+    ----------
+    input_shape : tuple of (int or None, int or None, int)
+        ``(H, W, C)`` of one slice; ``(None, None, 1)`` accepts any size that is a
+        multiple of :func:`unet_multiple`.
+    num_classes : int
+        Output channels.
+    activation_hidden, activation_output : str
+        Keras activation names.
+    nK : sequence of int, optional
+        ``nK[0]`` sets the first level's filters (default 16); the others are ignored.
+    kernel_size : int, optional
+        Kernel size of the level convolutions (default 3).
+    drop_out : float, optional
+        Dropout rate at the bottleneck (default 0: no dropout layer).
+    depth : int
+        Resolution levels, at least 2 (default 4: 3 poolings).
+    upsampling : {"transpose", "bilinear"}
+        Decoder upsampling.
+    name : str
+        Model name.
+    **ignored
+        Options that do not apply to a U-Net (``n_dil``); accepted and unused.
+
+    Returns
+    -------
+    keras.Model
+        Maps ``(N, H, W, C)`` to ``(N, H, W, num_classes)``.
+    """
+    if depth < 2:
+        raise UsageError(f"a U-Net needs depth >= 2 resolution levels, got depth={depth}")
+    if upsampling not in _UPSAMPLING:
+        raise UsageError(f"upsampling must be one of {_UPSAMPLING}, got {upsampling!r}")
+    base = int(nK[0]) if nK else UNET_BASE_FILTERS
+    kernel = int(kernel_size) if kernel_size else 3
+    check = SpatialMultiple(unet_multiple(depth), name="check_size")
+    check.check_shape((None, *input_shape))  # a fixed size is rejected now, in one sentence
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = check(inputs)
+    skips = []
+    for level in range(depth):
+        x = _conv_block(x, base * 2**level, kernel, activation_hidden, f"enc{level}")
+        if level < depth - 1:
+            skips.append(x)
+            x = keras.layers.MaxPooling2D(2, name=f"pool{level}")(x)
+    if drop_out:
+        x = keras.layers.Dropout(drop_out, name="bottleneck_dropout")(x)
+    for level in reversed(range(depth - 1)):
+        filters = base * 2**level
+        if upsampling == "transpose":
+            x = keras.layers.Conv2DTranspose(
+                filters, 2, strides=2, padding="same", name=f"up{level}"
+            )(x)
+        else:
+            x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"up{level}")(x)
+            x = keras.layers.Conv2D(filters, 3, padding="same", name=f"up{level}_conv")(x)
+        x = keras.layers.Concatenate(name=f"skip{level}")([x, skips[level]])
+        x = _conv_block(x, filters, kernel, activation_hidden, f"dec{level}")
+    outputs = keras.layers.Conv2D(num_classes, 1, activation=activation_output, name="output")(x)
+    return keras.Model(inputs, outputs, name=name)
