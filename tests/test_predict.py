@@ -1,0 +1,166 @@
+"""`minc-keras predict`: new scans in their own grid and format, volumes and failures."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+from synthetic import XYZ_AFFINE, make_subject, write_dataset
+
+from minc_keras.cli import main
+from minc_keras.data.preprocess import to_canonical
+from minc_keras.io import Volume, read_volume, write_volume
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trained")
+    source = write_dataset(root / "source", n_subjects=6, fmt="nii")
+    target = root / "run"
+    assert main(["--source", str(source), "--target", str(target), "--input-str", "T1w_anat",
+                 "--label-str", "seg", "--ratios", "0.7", "0.15", "--epochs", "4",
+                 "--batch-size", "8", "--lr", "5e-3", "--class-names", "background,GM,WM",
+                 "--quiet"]) == 0
+    return target / "model" / "model.keras"
+
+
+def _predict(model_path, out, *inputs, extra=()):
+    return main(["predict", "--model", str(model_path), "-o", str(out), "--quiet",
+                 *map(str, inputs), *extra])
+
+
+def _scan(seed=11):
+    image, labels = make_subject(seed)
+    return Volume(image, XYZ_AFFINE.copy()), labels
+
+
+def _orientations(volume):
+    """The same scan stored three ways: RAS (x, y, z), LPS and MINC's (z, y, x)."""
+    ras = Volume(volume.data, np.diag([1.0, 1.2, 1.5, 1.0]))
+    ras.affine[:3, 3] = [-10, -20, -15]
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    lps_data = ras.data[::-1, ::-1, :].copy()
+    lps_affine = ras.affine @ np.array([[-1, 0, 0, ras.shape[0] - 1], [0, -1, 0, ras.shape[1] - 1],
+                                        [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    assert np.allclose((flip @ lps_affine)[:3, :3], np.diag([1.0, 1.2, 1.5]))
+    zyx = Volume(ras.data.transpose(2, 1, 0).copy(), ras.affine[:, [2, 1, 0, 3]])
+    return {"ras": ras, "lps": Volume(lps_data, lps_affine), "zyx": zyx}
+
+
+def test_same_world_labels_whatever_the_storage_order(model_path, tmp_path):
+    volume, _ = _scan()
+    inputs = {}
+    for name, stored in _orientations(volume).items():
+        suffix = ".mnc" if name == "zyx" else ".nii.gz"
+        inputs[name] = write_volume(stored, tmp_path / "in" / f"{name}{suffix}")
+    assert _predict(model_path, tmp_path / "out", *inputs.values()) == 0
+    world = {}
+    for name, path in inputs.items():
+        suffix = ".mnc" if name == "zyx" else ".nii.gz"
+        out = read_volume(tmp_path / "out" / f"{name}_dseg{suffix}", label=True)
+        original = read_volume(path)
+        assert out.shape == original.shape
+        np.testing.assert_allclose(out.affine, original.affine, atol=1e-5)
+        world[name] = to_canonical(out.data, out.affine)[0]
+    assert len(np.unique(world["ras"])) == 3
+    np.testing.assert_array_equal(world["ras"], world["lps"])
+    np.testing.assert_array_equal(world["ras"], world["zyx"])
+
+
+@pytest.mark.parametrize("fmt", ["minc2", "minc1", "nifti"])
+def test_output_keeps_format_shape_and_affine(model_path, tmp_path, fmt):
+    volume, _ = _scan(12)
+    if fmt == "nifti":
+        path = write_volume(volume, tmp_path / "scan.nii")
+    else:
+        path = write_volume(Volume(volume.data.transpose(2, 1, 0).copy(),
+                                   volume.affine[:, [2, 1, 0, 3]]), tmp_path / "scan.mnc")
+        if fmt == "minc1":
+            if shutil.which("mincconvert") is None:
+                pytest.skip("minc-tools not installed")
+            minc1 = tmp_path / "scan1.mnc"
+            subprocess.run(["mincconvert", str(path), str(minc1)], check=True)
+            with open(minc1, "rb") as handle:
+                assert handle.read(3) == b"CDF"
+            path = minc1
+    assert _predict(model_path, tmp_path / "out", path) == 0
+    suffix = ".nii" if fmt == "nifti" else ".mnc"
+    out = read_volume(tmp_path / "out" / f"{path.name.split('.')[0]}_dseg{suffix}", label=True)
+    original = read_volume(path)
+    assert out.shape == original.shape
+    np.testing.assert_allclose(out.affine, original.affine, atol=1e-5)
+    sidecar = json.loads((tmp_path / "out" / f"{path.name.split('.')[0]}_dseg.json").read_text())
+    assert sidecar["class_names"] == ["background", "GM", "WM"]
+    assert sidecar["source"] == str(path.resolve())
+
+
+def test_anisotropic_scan_is_resampled_and_returned_in_its_grid(model_path, tmp_path):
+    # the model was trained at 1 x 1.2 x 1.5 mm; this scan is 0.86 x 1.5 x 0.86 mm, LPS
+    image, labels = make_subject(13, shape_xyz=(26, 21, 31))
+    affine = np.array([[-0.86, 0, 0, 12.0], [0, -1.5, 0, 15.0], [0, 0, 0.86, -13.0],
+                       [0, 0, 0, 1.0]])
+    path = write_volume(Volume(image, affine), tmp_path / "aniso.nii.gz")
+    assert _predict(model_path, tmp_path / "out", path) == 0
+    out = read_volume(tmp_path / "out" / "aniso_dseg.nii.gz", label=True)
+    assert out.shape == image.shape
+    np.testing.assert_allclose(out.affine, affine, atol=1e-5)
+    brain = (out.data > 0) & (labels > 0)
+    assert brain.sum() / (labels > 0).sum() > 0.8
+
+
+def test_volumes_csv_equals_voxel_counts_times_voxel_volume(model_path, tmp_path):
+    paths = []
+    for seed in (21, 22):
+        volume, _ = _scan(seed)
+        paths.append(write_volume(volume, tmp_path / f"s{seed}.nii.gz"))
+    assert _predict(model_path, tmp_path / "out", tmp_path, extra=["--save-probabilities"]) == 0
+    table = pd.read_csv(tmp_path / "out" / "volumes.csv")
+    assert len(table) == 2
+    for row in table.itertuples():
+        labels = read_volume(row.output, label=True)
+        voxel_ml = abs(np.linalg.det(labels.affine[:3, :3])) / 1000
+        assert row.GM_ml == pytest.approx((labels.data == 1).sum() * voxel_ml, abs=1e-3)
+        assert row.WM_ml == pytest.approx((labels.data == 2).sum() * voxel_ml, abs=1e-3)
+        assert row.total_ml == pytest.approx((labels.data > 0).sum() * voxel_ml, abs=1e-3)
+        assert row.gm_wm_ratio == pytest.approx(row.GM_ml / row.WM_ml, rel=1e-3)
+        assert 0 <= row.qc_entropy <= 1
+    probs = read_volume(tmp_path / "out" / "s21_label-WM_probseg.nii.gz")
+    assert probs.data.min() >= 0
+    assert probs.data.max() <= 1
+
+
+def test_a_corrupt_scan_is_skipped_and_reported(model_path, tmp_path, capsys):
+    good = [write_volume(_scan(s)[0], tmp_path / "in" / f"good{s}.nii.gz") for s in (31, 32)]
+    bad = tmp_path / "in" / "bad.mnc"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(300))
+    capsys.readouterr()
+    assert _predict(model_path, tmp_path / "out", tmp_path / "in") == 2
+    err = capsys.readouterr().err
+    assert "bad.mnc" in err
+    assert "Traceback" not in err
+    for path in good:
+        assert (tmp_path / "out" / path.name.replace(".nii.gz", "_dseg.nii.gz")).is_file()
+    assert len(pd.read_csv(tmp_path / "out" / "volumes.csv")) == 2
+    assert not list((tmp_path / "out").glob("bad*"))
+
+
+def test_existing_output_is_not_overwritten_without_clobber(model_path, tmp_path, capsys):
+    path = write_volume(_scan(41)[0], tmp_path / "s.nii.gz")
+    assert _predict(model_path, tmp_path / "out", path) == 0
+    before = (tmp_path / "out" / "s_dseg.nii.gz").read_bytes()
+    assert _predict(model_path, tmp_path / "out", path) == 2
+    assert "--clobber" in capsys.readouterr().err
+    assert (tmp_path / "out" / "s_dseg.nii.gz").read_bytes() == before
+    assert _predict(model_path, tmp_path / "out", path, extra=["--clobber"]) == 0
+
+
+def test_missing_input_and_wrong_model_are_clear_errors(model_path, tmp_path, capsys):
+    assert _predict(model_path, tmp_path / "out", tmp_path / "nothing.nii.gz") == 2
+    assert "matches no file" in capsys.readouterr().err
+    not_a_model = tmp_path / "m.keras"
+    not_a_model.write_text("hello")
+    path = write_volume(_scan(42)[0], tmp_path / "s.nii.gz")
+    assert _predict(not_a_model, tmp_path / "out", path) == 2
+    assert "m.keras" in capsys.readouterr().err
