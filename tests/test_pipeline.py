@@ -11,6 +11,7 @@ from synthetic import write_dataset
 from minc_keras.cli import main
 from minc_keras.data.cache import SliceCache
 from minc_keras.evaluate import segment_cached
+from minc_keras.inference import Segmenter
 from minc_keras.io import read_volume
 from minc_keras.model_info import read_info
 
@@ -63,9 +64,9 @@ def test_saved_model_predicts_identically_after_reload(tmp_path):
     assert info["class_values"] == [0, 1, 2]
     assert info["view"] == "axial"
     cache = SliceCache.open(target / "data")
-    first = segment_cached(model, info, cache, 0)
+    first = segment_cached(Segmenter([(model, info)]), cache, 0)
     again = keras.saving.load_model(target / "model" / "model.keras")
-    np.testing.assert_array_equal(first, segment_cached(again, info, cache, 0))
+    np.testing.assert_array_equal(first, segment_cached(Segmenter([(again, info)]), cache, 0))
     x = np.random.default_rng(0).random((2, 16, 24, 1)).astype("float32")
     np.testing.assert_allclose(model.predict_on_batch(x), again.predict_on_batch(x), atol=1e-6)
 

@@ -164,3 +164,29 @@ def test_missing_input_and_wrong_model_are_clear_errors(model_path, tmp_path, ca
     path = write_volume(_scan(42)[0], tmp_path / "s.nii.gz")
     assert _predict(not_a_model, tmp_path / "out", path) == 2
     assert "m.keras" in capsys.readouterr().err
+
+
+def test_three_view_ensemble_and_tta(tmp_path):
+    source = write_dataset(tmp_path / "source", n_subjects=5, fmt="mnc")
+    target = tmp_path / "run"
+    assert main(["run", "--source", str(source), "--target", str(target), "--input-str",
+                 "T1w_anat", "--label-str", "seg", "--ratios", "0.6", "0.2", "--epochs", "2",
+                 "--batch-size", "8", "--lr", "5e-3", "--model-type", "model_3_0",
+                 "--views", "axial,coronal,sagittal", "--quiet"]) == 0
+    names = sorted(p.name for p in (target / "model").glob("model*.keras"))
+    assert names == ["model.keras", "model_coronal.keras", "model_sagittal.keras"]
+    assert (target / "report" / "learning_curves_sagittal.png").is_file()
+    scan = next(source.glob("sub-01/*T1w*"))
+    assert main(["predict", "--model", str(target / "model" / "model.keras"), "-o",
+                 str(tmp_path / "out"), "--tta", "--quiet", str(scan)]) == 0
+    sidecar = json.loads(next((tmp_path / "out").glob("*.json")).read_text())
+    assert sidecar["views"] == ["axial", "coronal", "sagittal"]
+    assert sidecar["tta"] is True
+
+
+def test_unknown_view_is_a_usage_error(tmp_path, capsys):
+    source = write_dataset(tmp_path / "source", n_subjects=4, fmt="mnc")
+    assert main(["run", "--source", str(source), "--target", str(tmp_path / "run"),
+                 "--input-str", "T1w_anat", "--label-str", "seg", "--ratios", "0.5", "0.25",
+                 "--views", "axial,oblique", "--quiet"]) == 2
+    assert "--views axial,oblique is not valid" in capsys.readouterr().err

@@ -63,6 +63,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="dropout rate for custom (default 0)")
     group.add_argument("--pad", type=int, default=0,
                        help="pad slices to a multiple of 2^PAD (the U-Net needs at least 3)")
+    group.add_argument("--views", type=lambda t: [v.strip() for v in t.split(",") if v.strip()],
+                       default=["axial"],
+                       help="train one model per view, e.g. axial,coronal,sagittal; prediction "
+                       "averages them (default axial)")
     group.add_argument("--class-names", dest="class_names",
                        type=lambda t: [n.strip() for n in t.split(",")], default=None,
                        help="a name per label value in ascending order, e.g. "
@@ -137,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                          action="store_true", help="also write a probability map per class")
     predict.add_argument("--batch-size", dest="batch_size", type=int, default=32,
                          help="slices per forward pass (default 32)")
+    predict.add_argument("--tta", action="store_true",
+                         help="also segment the left-right mirrored scan and average")
     predict.add_argument("--clobber", action="store_true", help="replace existing outputs")
     _add_common(predict)
 
@@ -186,7 +192,7 @@ def _train_options(args: argparse.Namespace):
         activation_output=args.activation_output, nK=args.nK, kernel_size=args.kernel_size,
         drop_out=args.drop_out, n_dil=args.n_dil, pad=args.pad, model_name=args.model_name,
         seed=args.seed, clobber=args.clobber, make_model_only=args.make_model_only,
-        class_names=args.class_names,
+        class_names=args.class_names, views=args.views,
         quiet=args.quiet or args.verbose == 0,
     )
 
@@ -253,7 +259,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     report = predict_scans(args.model, args.inputs, args.output, clobber=args.clobber,
                            save_probabilities=args.save_probabilities,
-                           batch_size=args.batch_size, quiet=args.quiet)
+                           batch_size=args.batch_size, tta=args.tta, quiet=args.quiet)
     print(f"segmented {len(report.rows)} scans into {args.output}")
     if report.table_path is not None:
         print(f"wrote {report.table_path}")

@@ -17,7 +17,7 @@ from minc_keras.data.cache import CachedScan, SliceCache
 from minc_keras.data.dataset import SliceDataset
 from minc_keras.data.preprocess import from_canonical
 from minc_keras.errors import DatasetError, UsageError
-from minc_keras.inference import predict_probabilities, probabilities_to_classes
+from minc_keras.inference import Segmenter, probabilities_to_classes
 from minc_keras.io import Volume, write_volume
 from minc_keras.model_info import read_info
 from minc_keras.models import dice_per_class
@@ -54,13 +54,20 @@ def load_trained(path: Path) -> tuple[keras.Model, dict]:
     return model, info
 
 
-def segment_cached(model: keras.Model, info: dict, cache: SliceCache, index: int,
+def load_segmenter(path: Path, *, tta: bool = False) -> Segmenter:
+    """Load ``path`` and the other views of its ensemble, if it has any."""
+    model, info = load_trained(path)
+    members = [(model, info)]
+    for name in info.get("ensemble", [])[1:]:
+        members.append(load_trained(path.parent / name))
+    return Segmenter(members, tta=tta)
+
+
+def segment_cached(segmenter: Segmenter, cache: SliceCache, index: int,
                    batch_size: int = 32) -> np.ndarray:
     """Predicted class indices for cached scan ``index`` (cropped RAS grid)."""
     image = np.asarray(cache.image(index), dtype=np.float32)
-    probs = predict_probabilities(model, image, view=info["view"], multiple=info["multiple"],
-                                  batch_size=batch_size)
-    return probabilities_to_classes(probs)
+    return probabilities_to_classes(segmenter.probabilities(image, batch_size=batch_size))
 
 
 def _check_classes(info: dict, cache: SliceCache, path: Path) -> None:
@@ -91,6 +98,7 @@ def evaluate(target: str | Path, *, model_name: str = "model.keras", batch_size:
     path = target / "model" / Path(model_name).with_suffix(".keras").name
     model, info = load_trained(path)
     _check_classes(info, cache, path)
+    segmenter = load_segmenter(path)
     test = cache.by_category("test")
     table = pd.DataFrame()
     loss = metric = float("nan")
@@ -105,7 +113,7 @@ def evaluate(target: str | Path, *, model_name: str = "model.keras", batch_size:
         rows = []
         for index in progress(test, desc="evaluating", unit="scan", disable=quiet):
             scan = cache.scans[index]
-            predicted = segment_cached(model, info, cache, index)
+            predicted = segment_cached(segmenter, cache, index)
             truth = cache.classes(np.asarray(cache.label(index)))
             if info["num_outputs"] == 1:
                 truth = (truth > 0).astype(np.uint8)
@@ -124,7 +132,7 @@ def evaluate(target: str | Path, *, model_name: str = "model.keras", batch_size:
         table.to_csv(tmp, index=False)
     mean_dice = (table.groupby("class_name", sort=False)["dice"].mean().to_dict()
                  if len(table) else {})
-    return Evaluation(loss, metric, metric_name, table, mean_dice, model.count_params())
+    return Evaluation(loss, metric, metric_name, table, mean_dice, segmenter.count_params())
 
 
 def output_suffix(path: str | Path) -> str:
@@ -191,14 +199,15 @@ def predict_test_subjects(target: str | Path, spec: str | None, *,
     if not chosen:
         return []
     path = target / "model" / Path(model_name).with_suffix(".keras").name
-    model, info = load_trained(path)
+    segmenter = load_segmenter(path)
+    info = segmenter.info
     _check_classes(info, cache, path)
     out_dir = target / "predict" / "test"
     written = []
     values = np.asarray(info["class_values"], dtype=np.int32)
     for index in progress(chosen, desc="predicting", unit="scan", disable=quiet):
         scan = cache.scans[index]
-        predicted = segment_cached(model, info, cache, index)
+        predicted = segment_cached(segmenter, cache, index)
         labels = values[predicted] if info["num_outputs"] > 1 else values[1] * predicted
         full = to_original_grid(scan, labels.astype(np.int16))
         suffix = output_suffix(scan.input)

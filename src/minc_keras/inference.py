@@ -63,3 +63,66 @@ def probabilities_to_classes(probs: np.ndarray) -> np.ndarray:
     if probs.shape[-1] == 1:
         return (probs[..., 0] > 0.5).astype(np.uint8)
     return np.argmax(probs, axis=-1).astype(np.uint8)
+
+
+class Segmenter:
+    """A trained model, or a multi-view ensemble, ready to segment whole volumes.
+
+    A run trained with ``--views axial,coronal,sagittal`` saves one model per view; the
+    first file's metadata names the others (``ensemble``), and their probabilities are
+    averaged (as FastSurfer does). With ``tta`` each view also sees the left-right
+    mirrored volume and its mirrored prediction is averaged in.
+
+    Parameters
+    ----------
+    members : list of (keras.Model, dict)
+        Each model with its :func:`~minc_keras.model_info.read_info` metadata.
+    tta : bool
+        Flip test-time augmentation.
+    """
+
+    def __init__(self, members: list[tuple], *, tta: bool = False) -> None:
+        self.members = members
+        self.tta = tta
+
+    @property
+    def info(self) -> dict:
+        """Metadata of the first (primary) model: classes, normalisation, voxel size."""
+        return self.members[0][1]
+
+    @property
+    def views(self) -> list[str]:
+        """The view of each member."""
+        return [info["view"] for _, info in self.members]
+
+    def count_params(self) -> int:
+        """Parameters of all members together."""
+        return sum(model.count_params() for model, _ in self.members)
+
+    def probabilities(self, volume: np.ndarray, *, batch_size: int = 32) -> np.ndarray:
+        """Averaged class probabilities of a preprocessed RAS-ordered volume.
+
+        Parameters
+        ----------
+        volume : ndarray of shape (X, Y, Z)
+            Normalised intensities in RAS axis order.
+        batch_size : int
+            Slices per forward pass.
+
+        Returns
+        -------
+        ndarray of float32 of shape (X, Y, Z, C)
+        """
+        total = None
+        count = 0
+        for model, info in self.members:
+            for flipped in (False, True) if self.tta else (False,):
+                source = volume[::-1] if flipped else volume
+                probs = predict_probabilities(model, np.ascontiguousarray(source),
+                                              view=info["view"], multiple=info["multiple"],
+                                              batch_size=batch_size)
+                if flipped:
+                    probs = probs[::-1]
+                total = probs if total is None else total + probs
+                count += 1
+        return total / count

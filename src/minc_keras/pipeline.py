@@ -30,9 +30,11 @@ def train_and_report(target: str | Path, options: TrainOptions) -> tuple[TrainRe
     """Train, then draw the learning curves into ``TARGET/report``."""
     result = train(target, options)
     figures = []
-    if result.history:
-        figures.append(plot_history(result.history,
-                                    Path(target) / "report" / "learning_curves.png"))
+    for view, history in result.histories.items():
+        suffix = "" if view == options.views[0] else f"_{view}"
+        if history:
+            figures.append(plot_history(history,
+                                        Path(target) / "report" / f"learning_curves{suffix}.png"))
     return result, figures
 
 

@@ -21,7 +21,8 @@ import pandas as pd
 from minc_keras import __version__
 from minc_keras.atomic import atomic_output, write_text_atomic
 from minc_keras.errors import DatasetError, MincKerasError, UsageError
-from minc_keras.evaluate import load_trained, output_suffix
+from minc_keras.evaluate import load_segmenter, output_suffix
+from minc_keras.inference import Segmenter
 from minc_keras.io import IMAGE_SUFFIXES, Volume, read_volume, write_volume
 from minc_keras.progress import progress
 from minc_keras.segment import segment_volume
@@ -134,15 +135,16 @@ def _outputs(path: Path, out_dir: Path) -> tuple[Path, Path]:
     return out_dir / f"{stem}_dseg{output_suffix(path)}", out_dir / f"{stem}_dseg.json"
 
 
-def segment_file(model, info: dict, path: Path, out_dir: Path, *, model_path: Path,
+def segment_file(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path: Path,
                  clobber: bool = False, save_probabilities: bool = False,
                  batch_size: int = 32) -> dict:
     """Segment one scan file and write its outputs; return its row for ``volumes.csv``."""
     label_path, sidecar_path = _outputs(path, out_dir)
     if label_path.exists() and not clobber:
         raise DatasetError(f"{label_path} exists already; pass --clobber to replace it")
+    info = segmenter.info
     volume = read_volume(path)
-    result = segment_volume(model, info, volume, batch_size=batch_size)
+    result = segment_volume(segmenter, volume, batch_size=batch_size)
     write_volume(Volume(result.labels, volume.affine), label_path, clobber=clobber,
                  history=f"minc-keras {__version__} predict --model {model_path} {path}")
     if save_probabilities:
@@ -158,8 +160,8 @@ def segment_file(model, info: dict, path: Path, out_dir: Path, *, model_path: Pa
     sidecar = {"source": str(path), "labels": str(label_path), "model": str(model_path),
                "minc_keras_version": __version__, "keras_backend": info.get("keras_backend"),
                "class_values": info["class_values"], "class_names": info["class_names"],
-               "view": info["view"], "volumes_ml": {k: v for k, v in row.items()
-                                                    if k.endswith("_ml")},
+               "views": segmenter.views, "tta": segmenter.tta,
+               "volumes_ml": {k: v for k, v in row.items() if k.endswith("_ml")},
                "qc_entropy": row["qc_entropy"]}
     write_text_atomic(sidecar_path, json.dumps(sidecar, indent=1))
     return row
@@ -167,7 +169,7 @@ def segment_file(model, info: dict, path: Path, out_dir: Path, *, model_path: Pa
 
 def predict_scans(model_path: str | os.PathLike, inputs: list[str], out_dir: str | os.PathLike,
                   *, clobber: bool = False, save_probabilities: bool = False,
-                  batch_size: int = 32, quiet: bool = False) -> PredictReport:
+                  batch_size: int = 32, tta: bool = False, quiet: bool = False) -> PredictReport:
     """Segment every scan named by ``inputs`` with the model at ``model_path``.
 
     Parameters
@@ -184,6 +186,8 @@ def predict_scans(model_path: str | os.PathLike, inputs: list[str], out_dir: str
         Also write one probability map per class.
     batch_size : int
         Slices per forward pass.
+    tta : bool
+        Average in the prediction of the left-right mirrored scan.
     quiet : bool
         No progress bar.
 
@@ -192,16 +196,16 @@ def predict_scans(model_path: str | os.PathLike, inputs: list[str], out_dir: str
     PredictReport
         Rows for the scans done, and the scans that failed with the reason.
     """
-    model, info = load_trained(Path(model_path))
+    segmenter = load_segmenter(Path(model_path), tta=tta)
     scans = collect_inputs(inputs)
     out_dir = Path(out_dir)
     report = PredictReport()
     for path in progress(scans, desc="segmenting", unit="scan", disable=quiet):
         try:
-            report.rows.append(segment_file(model, info, path, out_dir, model_path=Path(model_path),
-                                            clobber=clobber,
-                                            save_probabilities=save_probabilities,
-                                            batch_size=batch_size))
+            row = segment_file(segmenter, path, out_dir, model_path=Path(model_path),
+                               clobber=clobber, save_probabilities=save_probabilities,
+                               batch_size=batch_size)
+            report.rows.append(row)
         except MincKerasError as exc:
             log.warning("skipped %s: %s", path, exc)
             report.failures.append((path, str(exc)))

@@ -20,7 +20,7 @@ from minc_keras.data.preprocess import (
     normalise_intensity,
     to_canonical,
 )
-from minc_keras.inference import predict_probabilities, probabilities_to_classes
+from minc_keras.inference import Segmenter, probabilities_to_classes
 from minc_keras.io import Volume
 
 log = logging.getLogger(__name__)
@@ -41,15 +41,14 @@ def _zoom_factors(voxel_sizes: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.where(np.abs(factors - 1) < 0.02, 1.0, factors)
 
 
-def segment_volume(model, info: dict, volume: Volume, *, batch_size: int = 32) -> Segmentation:
+def segment_volume(segmenter: Segmenter, volume: Volume, *,
+                   batch_size: int = 32) -> Segmentation:
     """Labels, probabilities and class indices of ``volume`` in its own grid.
 
     Parameters
     ----------
-    model : keras.Model
-        A model saved by ``minc-keras train``.
-    info : dict
-        Its metadata (:func:`minc_keras.model_info.read_info`).
+    segmenter : Segmenter
+        A model (or multi-view ensemble) saved by ``minc-keras train``.
     volume : Volume
         The scan, any orientation and voxel size.
     batch_size : int
@@ -61,6 +60,7 @@ def segment_volume(model, info: dict, volume: Volume, *, batch_size: int = 32) -
         ``labels`` holds the original label values, ``probabilities`` has shape
         ``volume.shape + (C,)``.
     """
+    info = segmenter.info
     data, canonical_affine = to_canonical(volume.data.astype(np.float32), volume.affine)
     voxel = np.sqrt((canonical_affine[:3, :3] ** 2).sum(axis=0))
     factors = _zoom_factors(voxel, np.asarray(info.get("voxel_sizes_mm", voxel), float))
@@ -70,8 +70,7 @@ def segment_volume(model, info: dict, volume: Volume, *, batch_size: int = 32) -
     resampled = factors != 1.0
     if resampled.any():
         norm = ndimage.zoom(norm, factors, order=1)
-    probs = predict_probabilities(model, norm, view=info["view"], multiple=info["multiple"],
-                                  batch_size=batch_size)
+    probs = segmenter.probabilities(norm, batch_size=batch_size)
     crop_shape = tuple(s.stop - s.start for s in box)
     if resampled.any():
         probs = np.stack([_resize(probs[..., c], crop_shape) for c in range(probs.shape[-1])],

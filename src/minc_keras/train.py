@@ -17,6 +17,7 @@ from minc_keras import __version__
 from minc_keras.atomic import atomic_output, write_text_atomic
 from minc_keras.data.cache import CROP_MARGIN, SliceCache
 from minc_keras.data.dataset import SliceDataset, slice_size
+from minc_keras.data.preprocess import VIEW_AXES
 from minc_keras.errors import UsageError
 from minc_keras.model_info import attach_info
 from minc_keras.models import build_model, get_loss, make_metrics, required_multiple
@@ -41,7 +42,7 @@ class TrainOptions:
     drop_out: float | None = None
     n_dil: list[int] | None = None
     pad: int = 0
-    view: str = "axial"
+    views: list[str] = field(default_factory=lambda: ["axial"])
     class_names: list[str] | None = None
     model_name: str = "model.keras"
     seed: int = 0
@@ -60,6 +61,18 @@ class TrainResult:
     history: dict
     seconds: float
     trained: bool
+    histories: dict[str, dict] = field(default_factory=dict)
+
+
+def check_views(views: list[str]) -> list[str]:
+    """Validate ``--views``: known names, no repeats."""
+    unknown = [v for v in views if v not in VIEW_AXES]
+    if unknown or not views or len(set(views)) != len(views):
+        raise UsageError(
+            f"--views {','.join(views)} is not valid; give distinct views among "
+            f"{', '.join(VIEW_AXES)}, e.g. --views axial,coronal,sagittal"
+        )
+    return list(views)
 
 
 def num_outputs(num_classes: int, options: TrainOptions) -> int:
@@ -83,8 +96,9 @@ def model_path(target: Path, options: TrainOptions) -> Path:
     return target / "model" / name
 
 
-def build_network(cache: SliceCache, options: TrainOptions) -> tuple[keras.Model, dict]:
-    """The network for this cache with its prediction metadata attached."""
+def build_network(cache: SliceCache, options: TrainOptions, view: str = "axial", *,
+                  ensemble: list[str] | None = None) -> tuple[keras.Model, dict]:
+    """The network for one view of this cache, with its prediction metadata attached."""
     outputs = num_outputs(cache.num_classes, options)
     if options.builder is not None:
         core = options.builder((None, None, 1), outputs)
@@ -113,11 +127,12 @@ def build_network(cache: SliceCache, options: TrainOptions) -> tuple[keras.Model
         "model_type": options.model_type if options.builder is None else "custom-builder",
         "class_values": cache.class_values,
         "class_names": names,
-        "num_outputs": outputs, "view": options.view, "multiple": multiple,
-        "slice_size": list(slice_size(cache, options.view, multiple)),
+        "num_outputs": outputs, "view": view, "multiple": multiple,
+        "slice_size": list(slice_size(cache, view, multiple)),
         "normalisation": {"method": "percentile", "low": 0.5, "high": 99.5, "clip": 1.5},
         "crop_margin": CROP_MARGIN, "voxel_sizes_mm": [float(v) for v in voxel],
         "source": cache.manifest.get("config", {}),
+        "ensemble": list(ensemble or []),
     }
     return attach_info(core, info), info
 
@@ -152,9 +167,20 @@ def _keras_verbosity(quiet: bool) -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
+def view_paths(path: Path, views: list[str]) -> list[Path]:
+    """The model file of each view: ``model.keras`` for the first, ``model_<view>.keras`` after.
+
+    >>> [p.name for p in view_paths(Path("m/model.keras"), ["axial", "coronal"])]
+    ['model.keras', 'model_coronal.keras']
+    """
+    return [path] + [path.with_name(f"{path.stem}_{view}.keras") for view in views[1:]]
+
+
 def train(target: str | Path, options: TrainOptions) -> TrainResult:
     """Train on ``TARGET/data`` and save ``TARGET/model/<model>.keras``.
 
+    With several ``options.views`` one model is trained per view and saved beside the
+    first; the first file's metadata lists them all, so prediction averages the views.
     An existing model is reused (not retrained) unless ``options.clobber``, as in the
     workshop.
 
@@ -169,40 +195,55 @@ def train(target: str | Path, options: TrainOptions) -> TrainResult:
     TrainResult
     """
     target = Path(target)
+    check_views(options.views)
     cache = SliceCache.open(target / "data")
-    path = model_path(target, options)
+    paths = view_paths(model_path(target, options), options.views)
     history_path = target / "model" / "history.json"
-    if path.exists() and not options.clobber and not options.make_model_only:
-        log.info("%s exists; evaluating it without retraining (pass --clobber to retrain)", path)
-        model = keras.saving.load_model(path)
+    if paths[0].exists() and not options.clobber and not options.make_model_only:
+        log.info("%s exists; evaluating it without retraining (pass --clobber to retrain)",
+                 paths[0])
+        parameters = sum(keras.saving.load_model(p).count_params() for p in paths if p.exists())
         history = json.loads(history_path.read_text()) if history_path.exists() else {}
-        return TrainResult(path, model.count_params(), history, 0.0, trained=False)
+        return TrainResult(paths[0], parameters, history, 0.0, trained=False)
 
-    keras.utils.set_random_seed(options.seed)
-    model, info = build_network(cache, options)
-    model.compile(optimizer=keras.optimizers.Adam(options.lr), loss=get_loss(options.loss),
-                  metrics=make_metrics(info["num_outputs"], options.metric))
-    parameters = model.count_params()
-    if options.make_model_only:
-        with atomic_output(path, clobber=options.clobber) as tmp:
-            model.save(tmp)
-        return TrainResult(path, parameters, {}, 0.0, trained=False)
+    write_text_atomic(target / "model" / "config.json",
+                      json.dumps({k: v for k, v in asdict(options).items() if k != "builder"},
+                                 indent=1, default=str))
+    result = TrainResult(paths[0], 0, {}, 0.0, trained=not options.make_model_only)
+    for view, path in zip(options.views, paths, strict=True):
+        keras.utils.set_random_seed(options.seed)
+        model, info = build_network(cache, options, view, ensemble=[p.name for p in paths])
+        model.compile(optimizer=keras.optimizers.Adam(options.lr), loss=get_loss(options.loss),
+                      metrics=make_metrics(info["num_outputs"], options.metric))
+        result.parameters += model.count_params()
+        if options.make_model_only:
+            with atomic_output(path, clobber=options.clobber) as tmp:
+                model.save(tmp)
+            continue
+        history, seconds = _fit(model, info, cache, options, view, path, target)
+        result.histories[view] = history
+        result.seconds += seconds
+    result.history = result.histories.get(options.views[0], {})
+    return result
 
-    common = {"view": options.view, "batch_size": options.batch_size,
+
+def _fit(model: keras.Model, info: dict, cache: SliceCache, options: TrainOptions, view: str,
+         path: Path, target: Path) -> tuple[dict, float]:
+    """Fit one view's model, saving the best and the last checkpoint; return its history."""
+    common = {"view": view, "batch_size": options.batch_size,
               "num_outputs": info["num_outputs"], "multiple": info["multiple"]}
     train_data = SliceDataset(cache, "train", shuffle=True, seed=options.seed, **common)
     validate_data = SliceDataset(cache, "validate", **common)
     if train_data.num_slices == 0:
         raise UsageError(f"the training split in {target / 'data'} holds no slices to learn from")
-    log.info("training %s (%d parameters) on %d slices, validating on %d", options.model_type,
-             parameters, train_data.num_slices, validate_data.num_slices)
-    write_text_atomic(target / "model" / "config.json",
-                      json.dumps({k: v for k, v in asdict(options).items() if k != "builder"},
-                                 indent=1, default=str))
-    saver = _BestAndLast(path, target / "model" / "checkpoints" / "last.keras", history_path,
+    log.info("training %s, %s view (%d parameters) on %d slices, validating on %d",
+             options.model_type, view, model.count_params(), train_data.num_slices,
+             validate_data.num_slices)
+    suffix = "" if view == options.views[0] else f"_{view}"
+    saver = _BestAndLast(path, target / "model" / "checkpoints" / f"last{suffix}.keras",
+                         target / "model" / f"history{suffix}.json",
                          "val_loss" if validate_data.num_slices else "loss")
     start = time.perf_counter()
     model.fit(train_data, validation_data=validate_data if validate_data.num_slices else None,
               epochs=options.epochs, callbacks=[saver], verbose=_keras_verbosity(options.quiet))
-    seconds = time.perf_counter() - start
-    return TrainResult(path, parameters, saver.history, seconds, trained=True)
+    return saver.history, time.perf_counter() - start
