@@ -366,6 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MincKerasError as exc:
         print(f"minc-keras: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `minc-keras models | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("minc-keras: interrupted", file=sys.stderr)
         return 130

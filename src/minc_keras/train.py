@@ -77,15 +77,14 @@ def check_views(views: list[str]) -> list[str]:
 
 def num_outputs(num_classes: int, options: TrainOptions) -> int:
     """Output channels: one sigmoid channel for a binary target, else one per class."""
-    binary = options.activation_output == "sigmoid" or options.loss == "binary_crossentropy"
-    if binary and num_classes == 2:
-        return 1
-    if binary and num_classes > 2 and options.activation_output == "sigmoid":
+    if options.activation_output != "sigmoid":
+        return num_classes
+    if num_classes != 2:
         raise UsageError(
-            f"--activation-output sigmoid needs a binary label, but the labels have "
-            f"{num_classes} classes; use --activation-output softmax"
+            f"--activation-output sigmoid needs a binary label (background and one class), but "
+            f"the labels have {num_classes} classes; use --activation-output softmax"
         )
-    return num_classes
+    return 1
 
 
 def model_path(target: Path, options: TrainOptions) -> Path:
