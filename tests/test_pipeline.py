@@ -128,3 +128,28 @@ def test_users_own_keras_builder_trains_through_the_pipeline(tmp_path):
     reloaded = keras.saving.load_model(result.model_path)
     assert read_info(reloaded)["model_type"] == "custom-builder"
     assert evaluate(target, quiet=True).table.dice.between(0, 1).all()
+
+
+def test_binary_brain_mask_with_sigmoid_output(tmp_path, capsys):
+    from minc_keras.io import Volume, write_volume
+
+    source = write_dataset(tmp_path / "source", n_subjects=6, fmt="mnc")
+    for seg in source.glob("*/*seg*"):
+        label = read_volume(seg, label=True)
+        mask_path = seg.with_name(seg.name.replace("variant-seg", "brainmask"))
+        write_volume(Volume((label.data > 0).astype("uint8"), label.affine), mask_path)
+        seg.unlink()
+    target = tmp_path / "run"
+    assert main(["--source", str(source), "--target", str(target), "--input-str", "T1w_anat",
+                 "--label-str", "brainmask", "--loss", "binary_crossentropy",
+                 "--activation-output", "sigmoid", "--ratios", "0.5", "0.25", "--epochs", "2",
+                 "--batch-size", "8", "--lr", "5e-3", "--predict", "all", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "Metric=" in out
+    model = keras.saving.load_model(target / "model" / "model.keras")
+    assert model.output_shape[-1] == 1
+    metrics = pd.read_csv(target / "report" / "metrics.csv")
+    assert set(metrics["class"]) == {1}
+    assert metrics.dice.min() > 0.5
+    predicted = next((target / "predict" / "test").glob("*_dseg.mnc"))
+    assert set(np.unique(read_volume(predicted, label=True).data)) <= {0, 1}
