@@ -30,14 +30,12 @@ class PrepareSummary:
     notes: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        """Human-readable lines: scans found, then subjects and scans per category."""
-        out = [f"found {len(self.discovery.scans)} scans with labels under the source"]
-        out += self.discovery.describe_unmatched()
+        """Subjects and scans per category, then notes (discovery itself is logged)."""
+        out = []
         for category in CATEGORIES:
             subjects, scans = self.counts.get(category, (0, 0))
             out.append(f"{category:>8}: {subjects} subjects, {scans} scans")
         out += self.notes
-        out.append(f"split written to {self.target / 'report' / 'images.csv'}")
         return out
 
 
