@@ -20,6 +20,17 @@ XYZ_AFFINE = np.array([[-1.0, 0.0, 0.0, 40.0],
                        [0.0, 0.0, 0.0, 1.0]])
 
 
+def rotation(axis: int, degrees: float) -> np.ndarray:
+    """3x3 rotation by ``degrees`` about world ``axis`` (for oblique test affines)."""
+    theta = np.deg2rad(degrees)
+    c, s = np.cos(theta), np.sin(theta)
+    i, j = [k for k in range(3) if k != axis]
+    rot = np.eye(3)
+    rot[i, i] = rot[j, j] = c
+    rot[i, j], rot[j, i] = -s, s
+    return rot
+
+
 def make_subject(seed: int, shape_xyz=(22, 26, 18)) -> tuple[np.ndarray, np.ndarray]:
     """An ellipsoid 'brain' in (x, y, z) order: label 2 core (bright), 1 shell, 0 outside.
 

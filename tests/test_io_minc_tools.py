@@ -13,22 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import rotation
 
 from minc_keras.io import Volume, write_volume
 
 pytestmark = pytest.mark.skipif(
     shutil.which("mincinfo") is None, reason="minc-tools (mincinfo) are not installed"
 )
-
-
-def _rotation(axis: int, degrees: float) -> np.ndarray:
-    theta = np.deg2rad(degrees)
-    c, s = np.cos(theta), np.sin(theta)
-    i, j = [k for k in range(3) if k != axis]
-    rot = np.eye(3)
-    rot[i, i] = rot[j, j] = c
-    rot[i, j], rot[j, i] = -s, s
-    return rot
 
 
 def _affine(columns, translation) -> np.ndarray:
@@ -50,7 +41,7 @@ CASES = {
         ["yspace", "xspace", "zspace"],
     ),
     "oblique": (
-        _affine(_rotation(0, 10) @ _rotation(1, -12) @ np.diag([1.0, -2.0, 3.0]), [5.0, -6.0, 7.0]),
+        _affine(rotation(0, 10) @ rotation(1, -12) @ np.diag([1.0, -2.0, 3.0]), [5.0, -6.0, 7.0]),
         ["xspace", "yspace", "zspace"],
     ),
 }

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from synthetic import rotation
 
 from minc_keras.io import (
     IMAGE_SUFFIXES,
@@ -31,16 +32,6 @@ from minc_keras.io.minc2_write import minc_dimensions
 
 MINC_TOOLS = shutil.which("mincconvert") is not None
 NIBABEL_MINC = sorted((Path(nib.__file__).parent / "tests" / "data").glob("*.mnc"))
-
-
-def _rotation(axis: int, degrees: float) -> np.ndarray:
-    theta = np.deg2rad(degrees)
-    c, s = np.cos(theta), np.sin(theta)
-    i, j = [k for k in range(3) if k != axis]
-    rot = np.eye(3)
-    rot[i, i] = rot[j, j] = c
-    rot[i, j], rot[j, i] = -s, s
-    return rot
 
 
 def _affine(columns: np.ndarray, translation: list[float]) -> np.ndarray:
@@ -61,7 +52,7 @@ AFFINES = {
     "yxz": _affine(np.array([[0, 1.5, 0], [2.0, 0, 0], [0, 0, 3.0]]), [-10.0, 20.0, 30.0]),
     # rotated ~10 degrees about x and ~-12 degrees about y, negative y step
     "oblique": _affine(
-        _rotation(0, 10) @ _rotation(1, -12) @ np.diag([1.0, -2.0, 3.0]), [5.0, -6.0, 7.0]
+        rotation(0, 10) @ rotation(1, -12) @ np.diag([1.0, -2.0, 3.0]), [5.0, -6.0, 7.0]
     ),
 }
 INTS = np.arange(480, dtype=np.int16).reshape(8, 6, 10)
@@ -327,8 +318,8 @@ def test_upper_case_suffixes(tmp_path):
     shift=st.tuples(*[st.floats(-300.0, 300.0)] * 3),
 )
 def test_minc_dimensions_rebuild_any_affine(angles, steps, order, shift):
-    rotation = _rotation(0, angles[0]) @ _rotation(1, angles[1]) @ _rotation(2, angles[2])
-    affine = _affine((rotation @ np.diag(steps))[:, order], list(shift))
+    rot = rotation(0, angles[0]) @ rotation(1, angles[1]) @ rotation(2, angles[2])
+    affine = _affine((rot @ np.diag(steps))[:, order], list(shift))
     dims = minc_dimensions(affine, (4, 5, 6))
     assert sorted(d.name for d in dims) == ["xspace", "yspace", "zspace"]
     columns = np.column_stack([np.array(d.cosines) * d.step for d in dims])
