@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+import minc_keras  # noqa: F401  (imported before keras: it picks the default backend)
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

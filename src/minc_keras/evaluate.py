@@ -39,12 +39,15 @@ class Evaluation:
     parameters: int
 
 
-def load_trained(path: Path) -> tuple[keras.Model, dict]:
-    """Load a model saved by ``train`` and its metadata, with a clear error otherwise."""
+def load_trained(path: Path, *, compile: bool = True) -> tuple[keras.Model, dict]:
+    """Load a model saved by ``train`` and its metadata, with a clear error otherwise.
+
+    ``compile=False`` skips the loss, metrics and optimizer state (prediction only).
+    """
     if not path.is_file():
         raise DatasetError(f"no trained model at {path}; run `minc-keras train` first")
     try:
-        model = keras.saving.load_model(path)
+        model = keras.saving.load_model(path, compile=compile)
         info = read_info(model)
     except Exception as exc:
         raise DatasetError(
@@ -56,10 +59,10 @@ def load_trained(path: Path) -> tuple[keras.Model, dict]:
 
 def load_segmenter(path: Path, *, tta: bool = False) -> Segmenter:
     """Load ``path`` and the other views of its ensemble, if it has any."""
-    model, info = load_trained(path)
+    model, info = load_trained(path, compile=False)
     members = [(model, info)]
     for name in info.get("ensemble", [])[1:]:
-        members.append(load_trained(path.parent / name))
+        members.append(load_trained(path.parent / name, compile=False))
     return Segmenter(members, tta=tta)
 
 
