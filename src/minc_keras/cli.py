@@ -139,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default ./predictions)")
     predict.add_argument("--save-probabilities", dest="save_probabilities",
                          action="store_true", help="also write a probability map per class")
-    predict.add_argument("--batch-size", dest="batch_size", type=int, default=32,
-                         help="slices per forward pass (default 32)")
+    predict.add_argument("--batch-size", dest="batch_size", type=int, default=8,
+                         help="slices per forward pass (default 8)")
     predict.add_argument("--tta", action="store_true",
                          help="also segment the left-right mirrored scan and average")
     predict.add_argument("--clobber", action="store_true", help="replace existing outputs")

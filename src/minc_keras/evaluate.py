@@ -67,7 +67,7 @@ def load_segmenter(path: Path, *, tta: bool = False) -> Segmenter:
 
 
 def segment_cached(segmenter: Segmenter, cache: SliceCache, index: int,
-                   batch_size: int = 32) -> np.ndarray:
+                   batch_size: int = 8) -> np.ndarray:
     """Predicted class indices for cached scan ``index`` (cropped RAS grid)."""
     image = np.asarray(cache.image(index), dtype=np.float32)
     return probabilities_to_classes(segmenter.probabilities(image, batch_size=batch_size))

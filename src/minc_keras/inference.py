@@ -9,7 +9,7 @@ from minc_keras.data.preprocess import VIEW_AXES, round_up
 
 
 def predict_probabilities(model, volume: np.ndarray, *, view: str = "axial", multiple: int = 1,
-                          batch_size: int = 32, occupied: np.ndarray | None = None) -> np.ndarray:
+                          batch_size: int = 8, occupied: np.ndarray | None = None) -> np.ndarray:
     """Class probabilities of every voxel of a preprocessed volume.
 
     Parameters
@@ -99,7 +99,7 @@ class Segmenter:
         """Parameters of all members together."""
         return sum(model.count_params() for model, _ in self.members)
 
-    def probabilities(self, volume: np.ndarray, *, batch_size: int = 32) -> np.ndarray:
+    def probabilities(self, volume: np.ndarray, *, batch_size: int = 8) -> np.ndarray:
         """Averaged class probabilities of a preprocessed RAS-ordered volume.
 
         Parameters

@@ -137,7 +137,7 @@ def _outputs(path: Path, out_dir: Path) -> tuple[Path, Path]:
 
 def segment_file(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path: Path,
                  clobber: bool = False, save_probabilities: bool = False,
-                 batch_size: int = 32) -> dict:
+                 batch_size: int = 8) -> dict:
     """Segment one scan file and write its outputs; return its row for ``volumes.csv``."""
     label_path, sidecar_path = _outputs(path, out_dir)
     if label_path.exists() and not clobber:
@@ -169,7 +169,7 @@ def segment_file(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path:
 
 def predict_scans(model_path: str | os.PathLike, inputs: list[str], out_dir: str | os.PathLike,
                   *, clobber: bool = False, save_probabilities: bool = False,
-                  batch_size: int = 32, tta: bool = False, quiet: bool = False) -> PredictReport:
+                  batch_size: int = 8, tta: bool = False, quiet: bool = False) -> PredictReport:
     """Segment every scan named by ``inputs`` with the model at ``model_path``.
 
     Parameters

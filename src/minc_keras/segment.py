@@ -42,7 +42,7 @@ def _zoom_factors(voxel_sizes: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def segment_volume(segmenter: Segmenter, volume: Volume, *,
-                   batch_size: int = 32) -> Segmentation:
+                   batch_size: int = 8) -> Segmentation:
     """Labels, probabilities and class indices of ``volume`` in its own grid.
 
     Parameters
