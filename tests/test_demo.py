@@ -203,3 +203,13 @@ def test_bad_options(tmp_path, kwargs, match):
     with pytest.raises(UsageError, match=match):
         make_demo_dataset(tmp_path / "demo", **kwargs)
     assert not (tmp_path / "demo").exists()
+
+
+def test_demo_data_command_line(tmp_path, capsys):
+    from minc_keras.cli import main
+
+    assert main(["demo-data", str(tmp_path / "demo"), "--subjects", "3"]) == 0
+    assert "wrote 6 files" in capsys.readouterr().out
+    assert len(list((tmp_path / "demo").glob("sub-*/*.mnc"))) == 6
+    assert main(["demo-data", str(tmp_path / "demo"), "--subjects", "3"]) == 2
+    assert "--clobber" in capsys.readouterr().err
