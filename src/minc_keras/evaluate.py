@@ -18,7 +18,7 @@ from minc_keras.data.dataset import SliceDataset
 from minc_keras.data.preprocess import from_canonical
 from minc_keras.errors import DatasetError, UsageError
 from minc_keras.inference import Segmenter, probabilities_to_classes
-from minc_keras.io import Volume, write_volume
+from minc_keras.io import Volume, output_suffix, write_volume
 from minc_keras.model_info import read_info
 from minc_keras.models import dice_per_class
 from minc_keras.progress import progress
@@ -136,18 +136,6 @@ def evaluate(target: str | Path, *, model_name: str = "model.keras", batch_size:
     mean_dice = (table.groupby("class_name", sort=False)["dice"].mean().to_dict()
                  if len(table) else {})
     return Evaluation(loss, metric, metric_name, table, mean_dice, segmenter.count_params())
-
-
-def output_suffix(path: str | Path) -> str:
-    """Suffix for a volume written in the same format as ``path`` (MINC2 for any MINC).
-
-    >>> output_suffix("a/sub-1_T1w.nii.gz"), output_suffix("b.mnc.gz"), output_suffix("c.nii")
-    ('.nii.gz', '.mnc', '.nii')
-    """
-    name = str(path).lower()
-    if name.endswith(".nii.gz"):
-        return ".nii.gz"
-    return ".nii" if name.endswith(".nii") else ".mnc"
 
 
 def select_test_subjects(cache: SliceCache, spec: str | None) -> list[int]:

@@ -21,9 +21,9 @@ import pandas as pd
 from minc_keras import __version__
 from minc_keras.atomic import atomic_output, write_text_atomic
 from minc_keras.errors import DatasetError, MincKerasError, UsageError
-from minc_keras.evaluate import load_segmenter, output_suffix
+from minc_keras.evaluate import load_segmenter
 from minc_keras.inference import Segmenter
-from minc_keras.io import IMAGE_SUFFIXES, Volume, read_volume, write_volume
+from minc_keras.io import IMAGE_SUFFIXES, Volume, output_suffix, read_volume, write_volume
 from minc_keras.progress import progress
 from minc_keras.segment import segment_volume
 

@@ -10,8 +10,10 @@ The volumes are written as MINC2 with the array in MINC's usual (z, y, x) order.
 These are *not* real subjects: they are for trying the pipeline, not for
 research conclusions.
 
->>> from minc_keras.data.demo import make_demo_dataset  # doctest: +SKIP
->>> files = make_demo_dataset("demo/", n_subjects=3)     # doctest: +SKIP
+Example::
+
+    from minc_keras.data.demo import make_demo_dataset
+    files = make_demo_dataset("demo/", n_subjects=3)
 """
 
 from __future__ import annotations

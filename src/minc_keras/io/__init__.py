@@ -3,19 +3,22 @@
 One in-memory type, :class:`Volume` (an array plus its voxel-to-world affine),
 travels from the first read to the last write.
 
->>> from minc_keras.io import read_volume, write_volume  # doctest: +SKIP
->>> scan = read_volume("sub-01_T1w.mnc")                  # doctest: +SKIP
->>> write_volume(scan, "sub-01_T1w.nii.gz")               # doctest: +SKIP
+Example::
+
+    from minc_keras.io import read_volume, write_volume
+    scan = read_volume("sub-01_T1w.mnc")
+    write_volume(scan, "sub-01_T1w.nii.gz")
 """
 
 from minc_keras.io.read import IMAGE_SUFFIXES, read_volume, volume_format
 from minc_keras.io.volume import Volume
-from minc_keras.io.write import convert_volume, write_volume
+from minc_keras.io.write import convert_volume, output_suffix, write_volume
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "Volume",
     "convert_volume",
+    "output_suffix",
     "read_volume",
     "volume_format",
     "write_volume",

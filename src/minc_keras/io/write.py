@@ -262,3 +262,15 @@ def convert_volume(
     return write_volume(
         Volume(data, affine, src), dst, clobber=clobber, history=f"minc-keras convert {src} {dst}"
     )
+
+
+def output_suffix(path: str | Path) -> str:
+    """Suffix for a volume written in the same format as ``path`` (MINC2 for any MINC).
+
+    >>> output_suffix("a/sub-1_T1w.nii.gz"), output_suffix("b.mnc.gz"), output_suffix("c.nii")
+    ('.nii.gz', '.mnc', '.nii')
+    """
+    name = str(path).lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    return ".nii" if name.endswith(".nii") else ".mnc"
