@@ -208,3 +208,14 @@ def test_fit_save_and_reload_with_plain_load_model(
     assert "dice_1" in after
     for key, value in before.items():
         assert after[key] == pytest.approx(value, rel=1e-5, abs=1e-6)
+
+
+def test_unet_filters_per_level_set_its_depth():
+    model = build_model("unet", num_classes=3, nK=[2, 4, 6, 8, 10])
+    check = model.get_layer("check_size")
+    assert check.multiple == 16  # four poolings
+    assert model.get_layer("enc4_conv2").filters == 10
+    assert model.get_layer("dec0_conv2").filters == 2
+    assert tuple(model(np.zeros((1, 32, 48, 1), np.float32)).shape) == (1, 32, 48, 3)
+    with pytest.raises(UsageError, match="multiples of 16"):
+        model(np.zeros((1, 24, 48, 1), np.float32))

@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from minc_keras import __version__
+from minc_keras.recipes import RECIPES, recipe_defaults
 from minc_keras.errors import MincKerasError
 
 log = logging.getLogger("minc_keras")
@@ -75,6 +76,22 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="model file name under TARGET/model (default model.keras)")
     group.add_argument("--make-model-only", dest="make_model_only", action="store_true",
                        help="build and save the untrained model, print its size, stop")
+    group = parser.add_argument_group("recipes and training schedule")
+    group.add_argument("--recipe", choices=list(RECIPES), default=None,
+                       help="defaults for every model and training flag not given: workshop "
+                       "(the workshop's, also the defaults with no recipe), default (accurate "
+                       "3-view U-Net in about 20 min on a CPU, recommended) or fast (one view, "
+                       "about 5 min)")
+    group.add_argument("--time-budget", dest="time_budget", type=float, default=None,
+                       metavar="MINUTES",
+                       help="stop training when this many minutes are spent (all views "
+                       "together), keeping the best checkpoint")
+    group.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                       help="learning rate: constant, or warm-up then cosine decay over the "
+                       "epochs or the time budget (default constant)")
+    group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
+                       help="random flips, rotations, scaling, gamma, bias field and noise on "
+                       "the training slices (default off)")
 
 
 def _add_data_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
@@ -95,8 +112,15 @@ def _add_data_options(parser: argparse.ArgumentParser, *, required: bool) -> Non
     group.add_argument("--clobber", action="store_true", help="replace existing outputs")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the parser for every sub-command."""
+def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
+    """Return the parser for every sub-command.
+
+    Parameters
+    ----------
+    recipe : str, optional
+        Recipe whose values become the defaults of the model and training flags of
+        ``run`` and ``train`` (flags given on the command line still win).
+    """
     parser = argparse.ArgumentParser(
         prog="minc-keras",
         description="Deep learning for brain MRI segmentation (MINC and NIfTI). "
@@ -111,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--predict", default=None,
                      help="test subjects to segment: `all`, positions like 1,4, or names")
     _add_common(run)
+    run.set_defaults(**recipe_defaults(recipe))
 
     prepare = sub.add_parser("prepare", help="discover scans, split subjects, fill the cache")
     _add_data_options(prepare, required=True)
@@ -122,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--clobber", action="store_true", help="retrain over an existing model")
     _add_model_options(train)
     _add_common(train)
+    train.set_defaults(**recipe_defaults(recipe))
 
     evaluate = sub.add_parser("evaluate", help="test-split metrics of TARGET's model")
     evaluate.add_argument("--target", required=True, help="folder with data/ and model/")
@@ -193,7 +219,8 @@ def _train_options(args: argparse.Namespace):
         drop_out=args.drop_out, n_dil=args.n_dil, pad=args.pad, model_name=args.model_name,
         seed=args.seed, clobber=args.clobber, make_model_only=args.make_model_only,
         class_names=args.class_names, views=args.views,
-        quiet=args.quiet or args.verbose == 0,
+        quiet=args.quiet or args.verbose == 0, time_budget=args.time_budget,
+        schedule=args.schedule, augment=args.augment, recipe=args.recipe,
     )
 
 
@@ -204,6 +231,10 @@ def _print_training(trained) -> None:
 
 
 def _print_evaluation(evaluation) -> None:
+    if evaluation.table.empty:
+        print("Test: no test subjects (the ratios give every subject to training and "
+              "validation); use minc-keras predict on new scans")
+        return
     print(f"Test: Loss= {evaluation.loss:.4f} Metric= {evaluation.metric:.4f} "
           f"({evaluation.metric_name}; parameters = {evaluation.parameters:,})")
     for name, dice in evaluation.mean_dice.items():
@@ -340,6 +371,18 @@ def _normalise_argv(argv: Sequence[str]) -> list[str]:
     return argv
 
 
+def _recipe_named(argv: Sequence[str]) -> str | None:
+    """The ``--recipe`` value in ``argv`` if it names a known recipe (the parser rejects others).
+
+    >>> _recipe_named(["run", "--recipe", "fast"]), _recipe_named(["run", "--recipe=x"])
+    ('fast', None)
+    """
+    finder = argparse.ArgumentParser(add_help=False)
+    finder.add_argument("--recipe")
+    known, _ = finder.parse_known_args(list(argv))
+    return known.recipe if known.recipe in RECIPES else None
+
+
 def _configure_logging(verbose: int, quiet: bool) -> None:
     level = {0: logging.WARNING, 1: logging.INFO, 2: logging.INFO}.get(verbose, logging.DEBUG)
     if quiet:
@@ -352,7 +395,7 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status."""
     argv = _normalise_argv(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser(_recipe_named(argv))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

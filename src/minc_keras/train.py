@@ -15,19 +15,32 @@ import numpy as np
 
 from minc_keras import __version__
 from minc_keras.atomic import atomic_output, write_text_atomic
+from minc_keras.data.augment import SliceAugmenter
 from minc_keras.data.cache import CROP_MARGIN, SliceCache
 from minc_keras.data.dataset import SliceDataset, slice_size
 from minc_keras.data.preprocess import VIEW_AXES
 from minc_keras.errors import UsageError
 from minc_keras.model_info import attach_info
-from minc_keras.models import build_model, get_loss, make_metrics, required_multiple
+from minc_keras.models import (
+    SpatialMultiple,
+    build_model,
+    get_loss,
+    make_metrics,
+    required_multiple,
+)
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainOptions:
-    """Model and training options; the defaults are the workshop's."""
+    """Model and training options; the defaults are the workshop's.
+
+    ``time_budget`` (minutes, all views together) stops training when it is spent, even
+    before ``epochs``; ``schedule`` is ``"constant"`` or ``"cosine"`` (a short warm-up,
+    then cosine decay of the learning rate over the epochs or the time budget);
+    ``augment`` perturbs the training slices (:class:`~minc_keras.data.augment.SliceAugmenter`).
+    """
 
     model_type: str = "model_0_0"
     epochs: int = 10
@@ -49,6 +62,10 @@ class TrainOptions:
     clobber: bool = False
     make_model_only: bool = False
     quiet: bool = False
+    time_budget: float | None = None
+    schedule: str = "constant"
+    augment: bool = False
+    recipe: str | None = None
     builder: Callable | None = field(default=None, repr=False)
 
 
@@ -109,6 +126,9 @@ def build_network(cache: SliceCache, options: TrainOptions, view: str = "axial",
                            kernel_size=options.kernel_size, drop_out=options.drop_out,
                            n_dil=options.n_dil)
         multiple = max(2 ** options.pad, required_multiple(options.model_type))
+    # a U-Net deeper than the default needs larger multiples: pad to what it checks for
+    multiple = max([multiple] + [layer.multiple for layer in core.layers
+                                 if isinstance(layer, SpatialMultiple)])
     names = [f"label_{v}" if v else "background" for v in cache.class_values]
     if options.class_names is not None:
         if len(options.class_names) != cache.num_classes:
@@ -157,6 +177,62 @@ class _BestAndLast(keras.callbacks.Callback):
         with atomic_output(self.last, clobber=True) as tmp:
             self.model.save(tmp)
         write_text_atomic(self.history_path, json.dumps(self.history, indent=1))
+
+
+class _TimeBudget(keras.callbacks.Callback):
+    """Stop training (after the current batch) once ``deadline`` (perf_counter) has passed."""
+
+    def __init__(self, deadline: float) -> None:
+        super().__init__()
+        self.deadline = deadline
+        self.stopped_early = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.perf_counter() >= self.deadline:
+            self.stopped_early = True
+            self.model.stop_training = True
+
+
+class _CosineSchedule(keras.callbacks.Callback):
+    """Linear warm-up, then cosine decay to ``floor * lr``, by time or by step.
+
+    With ``seconds`` the position in the schedule is the elapsed share of that time
+    budget; otherwise it is the share of ``total_steps`` done.
+    """
+
+    WARMUP = 0.03
+
+    def __init__(self, lr: float, *, seconds: float | None = None, total_steps: int = 1,
+                 floor: float = 0.02) -> None:
+        super().__init__()
+        self.lr, self.seconds, self.total_steps, self.floor = lr, seconds, total_steps, floor
+        self.start = time.perf_counter()
+        self.step = 0
+
+    def progress(self) -> float:
+        """Share of the schedule done, 0 to 1."""
+        if self.seconds:
+            return min((time.perf_counter() - self.start) / self.seconds, 1.0)
+        return min(self.step / max(self.total_steps, 1), 1.0)
+
+    def rate(self, progress: float) -> float:
+        """Learning rate at ``progress``.
+
+        >>> s = _CosineSchedule(1.0, total_steps=100)
+        >>> round(s.rate(0.0), 3), round(s.rate(0.03), 3), round(s.rate(1.0), 3)
+        (0.0, 1.0, 0.02)
+        """
+        if progress < self.WARMUP:
+            return self.lr * progress / self.WARMUP
+        decay = (progress - self.WARMUP) / (1 - self.WARMUP)
+        return float(self.lr * (self.floor + (1 - self.floor) * 0.5 * (1 + np.cos(np.pi * decay))))
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.optimizer.learning_rate.assign(max(self.rate(self.progress()), 1e-7))
+        self.step += 1
 
 
 def _keras_verbosity(quiet: bool) -> int:
@@ -209,7 +285,8 @@ def train(target: str | Path, options: TrainOptions) -> TrainResult:
                       json.dumps({k: v for k, v in asdict(options).items() if k != "builder"},
                                  indent=1, default=str))
     result = TrainResult(paths[0], 0, {}, 0.0, trained=not options.make_model_only)
-    for view, path in zip(options.views, paths, strict=True):
+    start = time.perf_counter()
+    for done, (view, path) in enumerate(zip(options.views, paths, strict=True)):
         keras.utils.set_random_seed(options.seed)
         model, info = build_network(cache, options, view, ensemble=[p.name for p in paths])
         model.compile(optimizer=keras.optimizers.Adam(options.lr), loss=get_loss(options.loss),
@@ -219,7 +296,11 @@ def train(target: str | Path, options: TrainOptions) -> TrainResult:
             with atomic_output(path, clobber=options.clobber) as tmp:
                 model.save(tmp)
             continue
-        history, seconds = _fit(model, info, cache, options, view, path, target)
+        budget = None
+        if options.time_budget:  # what is left, shared by the views still to train
+            left = options.time_budget * 60 - (time.perf_counter() - start)
+            budget = max(left / (len(options.views) - done), 1.0)
+        history, seconds = _fit(model, info, cache, options, view, path, target, budget)
         result.histories[view] = history
         result.seconds += seconds
     result.history = result.histories.get(options.views[0], {})
@@ -227,11 +308,16 @@ def train(target: str | Path, options: TrainOptions) -> TrainResult:
 
 
 def _fit(model: keras.Model, info: dict, cache: SliceCache, options: TrainOptions, view: str,
-         path: Path, target: Path) -> tuple[dict, float]:
-    """Fit one view's model, saving the best and the last checkpoint; return its history."""
+         path: Path, target: Path, budget: float | None = None) -> tuple[dict, float]:
+    """Fit one view's model, saving the best and the last checkpoint; return its history.
+
+    ``budget`` (seconds) stops the fit when spent; the cosine schedule then runs on time.
+    """
     common = {"view": view, "batch_size": options.batch_size,
               "num_outputs": info["num_outputs"], "multiple": info["multiple"]}
-    train_data = SliceDataset(cache, "train", shuffle=True, seed=options.seed, **common)
+    augment = SliceAugmenter() if options.augment else None
+    train_data = SliceDataset(cache, "train", shuffle=True, seed=options.seed, augment=augment,
+                              **common)
     validate_data = SliceDataset(cache, "validate", **common)
     if train_data.num_slices == 0:
         raise UsageError(f"the training split in {target / 'data'} holds no slices to learn from")
@@ -243,6 +329,14 @@ def _fit(model: keras.Model, info: dict, cache: SliceCache, options: TrainOption
                          target / "model" / f"history{suffix}.json",
                          "val_loss" if validate_data.num_slices else "loss")
     start = time.perf_counter()
+    callbacks: list[keras.callbacks.Callback] = [saver]
+    if budget is not None:
+        log.info("%s view: training for at most %.1f min", view, budget / 60)
+        # leave room for the last validation and checkpoint after the deadline
+        callbacks.insert(0, _TimeBudget(start + budget * 0.97))
+    if options.schedule == "cosine":
+        callbacks.insert(0, _CosineSchedule(options.lr, seconds=budget,
+                                            total_steps=options.epochs * len(train_data)))
     model.fit(train_data, validation_data=validate_data if validate_data.num_slices else None,
-              epochs=options.epochs, callbacks=[saver], verbose=_keras_verbosity(options.quiet))
+              epochs=options.epochs, callbacks=callbacks, verbose=_keras_verbosity(options.quiet))
     return saver.history, time.perf_counter() - start

@@ -90,7 +90,8 @@ def _conv_block(x, filters: int, kernel_size: int, activation, name: str):
         x = keras.layers.Conv2D(
             filters, kernel_size, padding="same", use_bias=False, name=f"{name}_conv{i}"
         )(x)
-        x = keras.layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        # momentum 0.9: the running statistics must settle within a few CPU-minutes of training
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn{i}")(x)
         x = keras.layers.Activation(activation, name=f"{name}_act{i}")(x)
     return x
 
@@ -127,7 +128,9 @@ def build_unet(
     activation_hidden, activation_output : str
         Keras activation names.
     nK : sequence of int, optional
-        ``nK[0]`` sets the first level's filters (default 16); the others are ignored.
+        One value: the first level's filters (default 16), doubled at each lower level.
+        Several values: the filters of each level, top to bottom; their number is then
+        the depth (``depth`` is ignored).
     kernel_size : int, optional
         Kernel size of the level convolutions (default 3).
     drop_out : float, optional
@@ -150,7 +153,12 @@ def build_unet(
         raise UsageError(f"a U-Net needs depth >= 2 resolution levels, got depth={depth}")
     if upsampling not in _UPSAMPLING:
         raise UsageError(f"upsampling must be one of {_UPSAMPLING}, got {upsampling!r}")
-    base = int(nK[0]) if nK else UNET_BASE_FILTERS
+    if nK and len(nK) > 1:
+        filters_per_level = [int(k) for k in nK]
+        depth = len(filters_per_level)
+    else:
+        base = int(nK[0]) if nK else UNET_BASE_FILTERS
+        filters_per_level = [base * 2**level for level in range(depth)]
     kernel = int(kernel_size) if kernel_size else 3
     check = SpatialMultiple(unet_multiple(depth), name="check_size")
     check.check_shape((None, *input_shape))  # a fixed size is rejected now, in one sentence
@@ -158,14 +166,14 @@ def build_unet(
     x = check(inputs)
     skips = []
     for level in range(depth):
-        x = _conv_block(x, base * 2**level, kernel, activation_hidden, f"enc{level}")
+        x = _conv_block(x, filters_per_level[level], kernel, activation_hidden, f"enc{level}")
         if level < depth - 1:
             skips.append(x)
             x = keras.layers.MaxPooling2D(2, name=f"pool{level}")(x)
     if drop_out:
         x = keras.layers.Dropout(drop_out, name="bottleneck_dropout")(x)
     for level in reversed(range(depth - 1)):
-        filters = base * 2**level
+        filters = filters_per_level[level]
         if upsampling == "transpose":
             x = keras.layers.Conv2DTranspose(
                 filters, 2, strides=2, padding="same", name=f"up{level}"

@@ -287,7 +287,8 @@ def build_model(
     activation_hidden, activation_output : str
         Keras activation names (``relu``, ``elu``, ``softmax``, ``sigmoid``, ...).
     nK : sequence of int, optional
-        Filters per layer (``custom``, ``dil``; ``unet`` uses ``nK[0]`` as base filters).
+        Filters per layer (``custom``, ``dil``); for ``unet`` one value is the base
+        filters, several are the filters of each level (their number is the depth).
     kernel_size : int, optional
         Square kernel size (default 3).
     drop_out : float, optional

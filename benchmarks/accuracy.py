@@ -1,0 +1,130 @@
+"""Subject-level k-fold cross-validation of a training recipe on the OASIS dev subjects.
+
+Each fold trains with the product's own command line on the other subjects (the fold's
+training subjects are linked into a source folder; ``--ratios 0.85 0.15`` keeps a few
+of them for validation), segments the held-out subjects with ``minc-keras predict``,
+and scores the labels in the scan's own grid against the reference. ``--labels manual``
+scores against the expert labels, ``--labels seg`` against FSL FAST (the model is then
+trained on FAST labels, the workshop's task). Prints Dice per class for every held-out
+subject, then mean and standard deviation over subjects, and training minutes per fold.
+
+Examples::
+
+    python benchmarks/accuracy.py --recipe fast --folds 5
+    python benchmarks/accuracy.py --recipe default --folds 5 --only 1,2 --labels manual,seg
+    python benchmarks/accuracy.py --recipe fast --folds 5 -- --nK 8   # extra train flags
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from _common import DATA
+
+from minc_keras.io import read_volume
+
+CLASSES = {1: "CSF", 2: "GM", 3: "WM"}
+LABEL_STRINGS = {"manual": "variant-manual", "seg": "variant-seg"}
+
+
+def folds_of(subjects: list[str], k: int, seed: int) -> list[list[str]]:
+    """``k`` disjoint groups of subjects, shuffled by ``seed``, sizes differing by at most 1."""
+    order = np.random.default_rng(seed).permutation(sorted(subjects))
+    return [sorted(str(s) for s in part) for part in np.array_split(order, k)]
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice overlap of two boolean arrays (1.0 when both are empty)."""
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else 2.0 * np.logical_and(a, b).sum() / total
+
+
+def run_fold(source: Path, work: Path, fold: int, held_out: list[str], labels: str,
+             recipe: str, extra: list[str]) -> list[dict]:
+    """Train without ``held_out``, predict them, return one row per subject and class."""
+    fold_dir = work / f"{labels}_fold{fold}"
+    link_dir = fold_dir / "source"
+    link_dir.mkdir(parents=True, exist_ok=True)
+    for subject in sorted(p.name for p in source.iterdir() if p.is_dir()):
+        if subject not in held_out and not (link_dir / subject).exists():
+            (link_dir / subject).symlink_to(source / subject)
+    target = fold_dir / "run"
+    command = [sys.executable, "-m", "minc_keras", "run", "--source", str(link_dir),
+               "--target", str(target), "--input-str", "T1w_anat", "--label-str",
+               LABEL_STRINGS[labels], "--ratios", "0.85", "0.15", "--recipe", recipe,
+               "--quiet", *extra]
+    start = time.perf_counter()
+    subprocess.run(command, check=True)
+    train_minutes = (time.perf_counter() - start) / 60
+    scans = [source / s / f"{s}_T1w_anat.mnc" for s in held_out]
+    out = fold_dir / "predict"
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "minc_keras", "predict", "--model",
+                    str(target / "model" / "model.keras"), "-o", str(out), "--quiet",
+                    "--clobber", *map(str, scans)], check=True)
+    predict_seconds = (time.perf_counter() - start) / len(scans)
+    rows = []
+    for subject, scan in zip(held_out, scans, strict=True):
+        predicted = read_volume(out / f"{subject}_T1w_anat_dseg.mnc", label=True).data
+        reference = read_volume(source / subject / f"{subject}_{LABEL_STRINGS[labels]}.mnc",
+                                label=True).data
+        for value, name in CLASSES.items():
+            rows.append({"labels": labels, "fold": fold, "subject": subject, "class": name,
+                         "dice": dice(predicted == value, reference == value),
+                         "train_minutes": train_minutes, "predict_seconds": predict_seconds})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipe", default="default")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--only", default=None, help="run only these folds, e.g. 1,2")
+    parser.add_argument("--labels", default="manual", help="manual, seg or manual,seg")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--source", type=Path, default=DATA / "oasis-dev")
+    parser.add_argument("--work", type=Path, default=Path("accuracy-runs"))
+    parser.add_argument("extra", nargs="*", help="flags passed on to `minc-keras run`")
+    args = parser.parse_args()
+    if not args.source.is_dir():
+        sys.exit(f"{args.source} not found: the OASIS dev data are needed (../shared/data)")
+    subjects = [p.name for p in args.source.iterdir() if p.is_dir()]
+    folds = folds_of(subjects, args.folds, args.seed)
+    chosen = [int(f) for f in args.only.split(",")] if args.only else range(1, args.folds + 1)
+    rows: list[dict] = []
+    for labels in args.labels.split(","):
+        for fold in chosen:
+            held_out = folds[fold - 1]
+            print(f"fold {fold}/{args.folds} ({labels}): holding out {', '.join(held_out)}",
+                  flush=True)
+            fold_rows = run_fold(args.source, args.work, fold, held_out, labels, args.recipe,
+                                 args.extra)
+            rows += fold_rows
+            table = pd.DataFrame(fold_rows).pivot(index="subject", columns="class",
+                                                  values="dice")
+            print(table.round(3).to_string(), flush=True)
+            print(f"  trained in {fold_rows[0]['train_minutes']:.1f} min, predicted in "
+                  f"{fold_rows[0]['predict_seconds']:.1f} s per scan", flush=True)
+    results = pd.DataFrame(rows)
+    args.work.mkdir(parents=True, exist_ok=True)
+    results.to_csv(args.work / f"accuracy_{args.recipe}.csv", index=False)
+    print(f"\nrecipe {args.recipe}, extra flags {json.dumps(args.extra)}, "
+          f"{results['subject'].nunique()} held-out subjects")
+    for labels, part in results.groupby("labels"):
+        summary = part.groupby("class")["dice"].agg(["mean", "std"])
+        text = " / ".join(f"{c} {summary.loc[c, 'mean']:.3f} +- {summary.loc[c, 'std']:.3f}"
+                          for c in CLASSES.values())
+        minutes = part.groupby("fold")["train_minutes"].first()
+        print(f"Dice vs {labels}: {text}; training {minutes.mean():.1f} min per fold "
+              f"(max {minutes.max():.1f})")
+
+
+if __name__ == "__main__":
+    main()

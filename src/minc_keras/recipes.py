@@ -1,0 +1,49 @@
+"""Named sets of training defaults: ``--recipe workshop | default | fast``.
+
+A recipe fills in every model and training flag the user did not give; a flag given on
+the command line always wins. ``workshop`` is the seed workshop's defaults (also what
+you get with no recipe). ``default`` is the accurate recipe for tissue segmentation on a
+CPU: a U-Net sized for two cores, Dice + cross-entropy, augmentation, a cosine learning
+rate over a fixed time budget, three views averaged at prediction. ``fast`` is the same
+idea for one view in a quarter of the time. The runs that chose these values are in
+``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+from minc_keras.errors import UsageError
+
+#: Flag defaults per recipe, by argparse destination name.
+RECIPES: dict[str, dict[str, object]] = {
+    "workshop": {
+        "model_type": "model_0_0", "epochs": 10, "batch_size": 1, "lr": 1e-4,
+        "loss": "categorical_crossentropy", "pad": 0, "views": ["axial"],
+        "time_budget": None, "schedule": "constant", "augment": False,
+    },
+    "default": {
+        "model_type": "unet", "nK": [16], "epochs": 1000, "batch_size": 16, "lr": 2e-3,
+        "loss": "dice_ce", "pad": 3, "views": ["axial", "coronal", "sagittal"],
+        "time_budget": 18.0, "schedule": "cosine", "augment": True,
+    },
+    "fast": {
+        "model_type": "unet", "nK": [16], "epochs": 1000, "batch_size": 16, "lr": 2e-3,
+        "loss": "dice_ce", "pad": 3, "views": ["axial"],
+        "time_budget": 4.5, "schedule": "cosine", "augment": True,
+    },
+}
+
+
+def recipe_defaults(name: str | None) -> dict[str, object]:
+    """The flag defaults of recipe ``name`` (``None``: no recipe, nothing to change).
+
+    >>> recipe_defaults("fast")["views"]
+    ['axial']
+    >>> recipe_defaults(None)
+    {}
+    """
+    if name is None:
+        return {}
+    if name not in RECIPES:
+        raise UsageError(f"--recipe {name} is not known; choose one of {', '.join(RECIPES)}")
+    return {key: (list(value) if isinstance(value, list) else value)
+            for key, value in RECIPES[name].items()}

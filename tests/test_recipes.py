@@ -1,0 +1,94 @@
+"""Recipes fill in the flags the user did not give; time budget and schedule behave."""
+
+import json
+
+import numpy as np
+import pytest
+from synthetic import write_dataset
+
+from minc_keras.cli import _train_options, build_parser, main
+from minc_keras.recipes import RECIPES
+from minc_keras.train import _CosineSchedule, _TimeBudget
+
+
+def _options(argv):
+    from minc_keras.cli import _normalise_argv, _recipe_named
+
+    argv = _normalise_argv(argv)
+    return _train_options(build_parser(_recipe_named(argv)).parse_args(argv))
+
+
+BASE = ["--source", "s", "--target", "t"]
+
+
+def test_no_recipe_keeps_the_workshop_defaults():
+    options = _options(BASE)
+    workshop = _options([*BASE, "--recipe", "workshop"])
+    for key in ("model_type", "epochs", "batch_size", "lr", "loss", "views", "augment",
+                "time_budget", "schedule"):
+        assert getattr(options, key) == getattr(workshop, key), key
+    assert options.model_type == "model_0_0" and options.batch_size == 1
+
+
+@pytest.mark.parametrize("name", ["default", "fast"])
+def test_recipe_sets_defaults_and_explicit_flags_win(name):
+    options = _options(["run", *BASE, "--recipe", name])
+    for key, value in RECIPES[name].items():
+        assert getattr(options, key) == value, key
+    given = _options([*BASE, "--lr", "5e-4", "--recipe", name, "--views", "axial",
+                      "--no-augment", "--time-budget", "2"])
+    assert given.lr == 5e-4 and given.views == ["axial"]
+    assert given.augment is False and given.time_budget == 2.0
+    assert given.model_type == RECIPES[name]["model_type"]
+
+
+def test_recipe_applies_to_train_subcommand():
+    options = _options(["train", "--target", "t", "--recipe", "fast", "--epochs", "3"])
+    assert options.model_type == "unet" and options.epochs == 3
+
+
+def test_unknown_recipe_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*BASE, "--recipe", "turbo"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'turbo'" in capsys.readouterr().err
+
+
+def test_cosine_schedule_warms_up_then_decays_monotonically():
+    schedule = _CosineSchedule(1e-3, total_steps=1000)
+    rates = [schedule.rate(p) for p in np.linspace(0, 1, 201)]
+    peak = int(np.argmax(rates))
+    assert rates[0] == 0.0 and np.isclose(max(rates), 1e-3)
+    assert all(a <= b for a, b in zip(rates[:peak], rates[1:peak + 1], strict=True))
+    assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1:], strict=False))
+    assert np.isclose(rates[-1], 0.02 * 1e-3)
+
+
+def test_time_budget_stops_after_the_deadline():
+    class Model:
+        stop_training = False
+
+    budget = _TimeBudget(deadline=0.0)
+    budget.set_model(Model())
+    budget.on_train_batch_end(0)
+    assert budget.model.stop_training and budget.stopped_early
+    patient = _TimeBudget(deadline=float("inf"))
+    patient.set_model(Model())
+    patient.on_train_batch_end(0)
+    assert not patient.model.stop_training
+
+
+def test_time_budget_ends_training_early_with_a_checkpoint(tmp_path, capsys):
+    source = write_dataset(tmp_path / "source", n_subjects=4)
+    target = tmp_path / "run"
+    argv = ["--source", str(source), "--target", str(target), "--input-str", "T1w_anat",
+            "--label-str", "seg", "--ratios", "0.5", "0.5", "--recipe", "fast",
+            "--nK", "4", "--time-budget", "0.05", "--quiet"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "no test subjects" in out
+    history = json.loads((target / "model" / "history.json").read_text())
+    assert 1 <= len(history["loss"]) < RECIPES["fast"]["epochs"]
+    config = json.loads((target / "model" / "config.json").read_text())
+    assert config["recipe"] == "fast" and config["augment"] is True
+    assert (target / "model" / "model.keras").is_file()
