@@ -3,7 +3,10 @@
 Each fold trains with the product's own command line on the other subjects (the fold's
 training subjects are linked into a source folder; ``--ratios 0.85 0.15`` keeps a few
 of them for validation), segments the held-out subjects with ``minc-keras predict``,
-and scores the labels in the scan's own grid against the reference. ``--labels manual``
+and scores the labels in the scan's own grid against the reference. As a stand-in for
+a scan-rescan pair (none in the dev data), each held-out scan is also "rescanned": the
+head is moved by a small random rigid motion inside the same grid, with fresh noise,
+and the GM and WM volumes of the two predictions are compared. ``--labels manual``
 scores against the expert labels, ``--labels seg`` against FSL FAST (the model is then
 trained on FAST labels, the workshop's task). Prints Dice per class for every held-out
 subject, then mean and standard deviation over subjects, and training minutes per fold.
@@ -46,6 +49,28 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * np.logical_and(a, b).sum() / total
 
 
+def simulate_rescan(scan: Path, dest: Path, seed: int) -> Path:
+    """Write ``scan`` with the head moved (up to 3 degrees, 1.5 mm) and fresh noise added."""
+    from scipy import ndimage
+    from scipy.spatial.transform import Rotation
+
+    from minc_keras.io import write_volume
+
+    volume = read_volume(scan)
+    rng = np.random.default_rng(seed)
+    rotation = Rotation.from_rotvec(np.deg2rad(rng.uniform(-3, 3, 3))).as_matrix()
+    voxel_to_world = volume.affine[:3, :3]
+    matrix = np.linalg.inv(voxel_to_world) @ rotation @ voxel_to_world  # motion in voxel units
+    centre = (np.asarray(volume.shape) - 1) / 2
+    shift = np.linalg.inv(voxel_to_world) @ rng.uniform(-1.5, 1.5, 3)
+    offset = centre - matrix @ centre + shift
+    data = ndimage.affine_transform(volume.data.astype(np.float32), matrix, offset, order=3)
+    head = ndimage.affine_transform((volume.data > 0).astype(np.float32), matrix, offset,
+                                    order=1) > 0.5  # the skull-stripping mask, moved
+    data = np.where(head, data + rng.normal(0, 0.01 * data[head].mean(), data.shape), 0)
+    return write_volume(volume.with_data(data.astype(np.float32)), dest, clobber=True)
+
+
 def run_fold(source: Path, work: Path, fold: int, held_out: list[str], labels: str,
              recipe: str, extra: list[str]) -> list[dict]:
     """Train without ``held_out``, predict them, return one row per subject and class."""
@@ -70,14 +95,24 @@ def run_fold(source: Path, work: Path, fold: int, held_out: list[str], labels: s
                     str(target / "model" / "model.keras"), "-o", str(out), "--quiet",
                     "--clobber", *map(str, scans)], check=True)
     predict_seconds = (time.perf_counter() - start) / len(scans)
+    rescans = [simulate_rescan(scan, fold_dir / "rescan" / f"{s}_rescan_T1w_anat.mnc", k)
+               for k, (s, scan) in enumerate(zip(held_out, scans, strict=True))]
+    subprocess.run([sys.executable, "-m", "minc_keras", "predict", "--model",
+                    str(target / "model" / "model.keras"), "-o", str(fold_dir / "repredict"),
+                    "--quiet", "--clobber", *map(str, rescans)], check=True)
+    first = pd.read_csv(out / "volumes.csv").sort_values("scan")
+    second = pd.read_csv(fold_dir / "repredict" / "volumes.csv").sort_values("scan")
     rows = []
-    for subject, scan in zip(held_out, scans, strict=True):
+    for row, subject in enumerate(held_out):
         predicted = read_volume(out / f"{subject}_T1w_anat_dseg.mnc", label=True).data
         reference = read_volume(source / subject / f"{subject}_{LABEL_STRINGS[labels]}.mnc",
                                 label=True).data
         for value, name in CLASSES.items():
+            column = [c for c in first.columns if c.endswith("_ml")][value - 1]
+            a, b = first[column].iloc[row], second[column].iloc[row]
             rows.append({"labels": labels, "fold": fold, "subject": subject, "class": name,
                          "dice": dice(predicted == value, reference == value),
+                         "rescan_change_pct": 100 * abs(a - b) / ((a + b) / 2),
                          "train_minutes": train_minutes, "predict_seconds": predict_seconds})
     return rows
 
@@ -110,6 +145,9 @@ def main() -> None:
             table = pd.DataFrame(fold_rows).pivot(index="subject", columns="class",
                                                   values="dice")
             print(table.round(3).to_string(), flush=True)
+            change = pd.DataFrame(fold_rows).groupby("class")["rescan_change_pct"].mean()
+            print("  rescan volume change %: " + ", ".join(
+                f"{c} {change[c]:.2f}" for c in CLASSES.values()), flush=True)
             print(f"  trained in {fold_rows[0]['train_minutes']:.1f} min, predicted in "
                   f"{fold_rows[0]['predict_seconds']:.1f} s per scan", flush=True)
     results = pd.DataFrame(rows)
@@ -124,6 +162,10 @@ def main() -> None:
         minutes = part.groupby("fold")["train_minutes"].first()
         print(f"Dice vs {labels}: {text}; training {minutes.mean():.1f} min per fold "
               f"(max {minutes.max():.1f})")
+        change = part.groupby("class")["rescan_change_pct"].agg(["mean", "max"])
+        print("  simulated rescan, volume change % mean (max): " + ", ".join(
+            f"{c} {change.loc[c, 'mean']:.2f} ({change.loc[c, 'max']:.2f})"
+            for c in CLASSES.values()))
 
 
 if __name__ == "__main__":

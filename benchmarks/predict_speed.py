@@ -8,6 +8,7 @@ Prints medians.
 Usage::
 
     python benchmarks/predict_speed.py [--model-types model_0_0 unet] [--scans 5]
+    python benchmarks/predict_speed.py --recipe default   # the recipe's network
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def main() -> int:
     parser.add_argument("--model-types", nargs="+", default=["model_0_0", "unet"])
     parser.add_argument("--scans", type=int, default=5)
     parser.add_argument("--tta", action="store_true")
+    parser.add_argument("--recipe", default=None,
+                        help="time the network of this recipe (its model type, nK, precision)")
     args = parser.parse_args()
     source = DATA / "oasis-dev"
     if not source.is_dir():
@@ -38,6 +41,7 @@ def main() -> int:
     from minc_keras.evaluate import load_segmenter
     from minc_keras.predict import collect_inputs, segment_file
     from minc_keras.prepare import prepare
+    from minc_keras.recipes import recipe_defaults
     from minc_keras.train import TrainOptions, train
 
     scans = collect_inputs([str(source)])
@@ -45,11 +49,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "run"
         prepare(source, target, input_str="T1w_anat", label_str="variant-seg", quiet=True)
+        network = {}
+        if args.recipe:
+            recipe = recipe_defaults(args.recipe)
+            network = {k: recipe[k] for k in ("nK", "pad", "precision") if k in recipe}
+            args.model_types = [recipe["model_type"]]
         for model_type in args.model_types:
             for views in (["axial"], ["axial", "coronal", "sagittal"]):
                 name = f"{model_type}_{len(views)}v.keras"
                 train(target, TrainOptions(model_type=model_type, views=views, model_name=name,
-                                           make_model_only=True, clobber=True, quiet=True))
+                                           make_model_only=True, clobber=True, quiet=True,
+                                           **network))
                 start = time.perf_counter()
                 segmenter = load_segmenter(target / "model" / name, tta=args.tta)
                 load = time.perf_counter() - start
@@ -59,7 +69,8 @@ def main() -> int:
                     segment_file(segmenter, scan, Path(tmp) / "out", model_path=Path(name),
                                  clobber=True)
                     times.append(time.perf_counter() - start)
-                print(f"{model_type:>10} {len(views)} view(s){' + TTA' if args.tta else ''}: "
+                label = f"{args.recipe or model_type:>10} {len(views)} view(s)"
+                print(f"{label}{' + TTA' if args.tta else ''}: "
                       f"median {statistics.median(times):.2f} s per scan "
                       f"(min {min(times):.2f}, max {max(times):.2f}, {len(times)} scans; "
                       f"model load {load:.1f} s once)")

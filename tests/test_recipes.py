@@ -1,5 +1,6 @@
 """Recipes fill in the flags the user did not give; time budget and schedule behave."""
 
+import itertools
 import json
 
 import numpy as np
@@ -27,7 +28,8 @@ def test_no_recipe_keeps_the_workshop_defaults():
     for key in ("model_type", "epochs", "batch_size", "lr", "loss", "views", "augment",
                 "time_budget", "schedule"):
         assert getattr(options, key) == getattr(workshop, key), key
-    assert options.model_type == "model_0_0" and options.batch_size == 1
+    assert options.model_type == "model_0_0"
+    assert options.batch_size == 1
 
 
 @pytest.mark.parametrize("name", ["default", "fast"])
@@ -37,14 +39,17 @@ def test_recipe_sets_defaults_and_explicit_flags_win(name):
         assert getattr(options, key) == value, key
     given = _options([*BASE, "--lr", "5e-4", "--recipe", name, "--views", "axial",
                       "--no-augment", "--time-budget", "2"])
-    assert given.lr == 5e-4 and given.views == ["axial"]
-    assert given.augment is False and given.time_budget == 2.0
+    assert given.lr == 5e-4
+    assert given.views == ["axial"]
+    assert given.augment is False
+    assert given.time_budget == 2.0
     assert given.model_type == RECIPES[name]["model_type"]
 
 
 def test_recipe_applies_to_train_subcommand():
     options = _options(["train", "--target", "t", "--recipe", "fast", "--epochs", "3"])
-    assert options.model_type == "unet" and options.epochs == 3
+    assert options.model_type == "unet"
+    assert options.epochs == 3
 
 
 def test_unknown_recipe_is_a_usage_error(capsys):
@@ -58,9 +63,10 @@ def test_cosine_schedule_warms_up_then_decays_monotonically():
     schedule = _CosineSchedule(1e-3, total_steps=1000)
     rates = [schedule.rate(p) for p in np.linspace(0, 1, 201)]
     peak = int(np.argmax(rates))
-    assert rates[0] == 0.0 and np.isclose(max(rates), 1e-3)
-    assert all(a <= b for a, b in zip(rates[:peak], rates[1:peak + 1], strict=True))
-    assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1:], strict=False))
+    assert rates[0] == 0.0
+    assert np.isclose(max(rates), 1e-3)
+    assert all(a <= b for a, b in itertools.pairwise(rates[:peak + 1]))
+    assert all(a >= b for a, b in itertools.pairwise(rates[peak:]))
     assert np.isclose(rates[-1], 0.02 * 1e-3)
 
 
@@ -71,7 +77,8 @@ def test_time_budget_stops_after_the_deadline():
     budget = _TimeBudget(deadline=0.0)
     budget.set_model(Model())
     budget.on_train_batch_end(0)
-    assert budget.model.stop_training and budget.stopped_early
+    assert budget.model.stop_training
+    assert budget.stopped_early
     patient = _TimeBudget(deadline=float("inf"))
     patient.set_model(Model())
     patient.on_train_batch_end(0)
@@ -90,5 +97,25 @@ def test_time_budget_ends_training_early_with_a_checkpoint(tmp_path, capsys):
     history = json.loads((target / "model" / "history.json").read_text())
     assert 1 <= len(history["loss"]) < RECIPES["fast"]["epochs"]
     config = json.loads((target / "model" / "config.json").read_text())
-    assert config["recipe"] == "fast" and config["augment"] is True
+    assert config["recipe"] == "fast"
+    assert config["augment"] is True
     assert (target / "model" / "model.keras").is_file()
+
+
+def test_bfloat16_training_saves_a_model_that_predicts_float32(tmp_path):
+    import keras
+
+    source = write_dataset(tmp_path / "source", n_subjects=4)
+    target = tmp_path / "run"
+    argv = ["--source", str(source), "--target", str(target), "--input-str", "T1w_anat",
+            "--label-str", "seg", "--ratios", "0.5", "0.25", "--model-type", "unet",
+            "--nK", "4", "--epochs", "1", "--batch-size", "4", "--precision", "bfloat16",
+            "--quiet"]
+    assert main(argv) == 0
+    model = keras.saving.load_model(target / "model" / "model.keras")
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    policies = {layer.dtype_policy.name for layer in model.layers[1].layers}
+    assert "mixed_bfloat16" in policies
+    out = model.predict(np.zeros((1, 32, 32, 1), np.float32), verbose=0)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out.sum(-1), 1.0, atol=1e-3)

@@ -54,7 +54,8 @@ def attach_info(model: keras.Model, info: dict) -> keras.Model:
         Metadata for prediction.
     """
     inputs = keras.Input(shape=model.input_shape[1:], name="image")
-    outputs = SegmentationInfo(info)(model(inputs))
+    # float32 whatever the global policy: probabilities leave the network at full precision
+    outputs = SegmentationInfo(info, dtype="float32")(model(inputs))
     return keras.Model(inputs, outputs, name=model.name)
 
 

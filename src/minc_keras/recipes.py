@@ -21,12 +21,12 @@ RECIPES: dict[str, dict[str, object]] = {
         "time_budget": None, "schedule": "constant", "augment": False,
     },
     "default": {
-        "model_type": "unet", "nK": [16], "epochs": 1000, "batch_size": 16, "lr": 2e-3,
+        "model_type": "unet", "nK": [8], "epochs": 1000, "batch_size": 16, "lr": 2e-3,
         "loss": "dice_ce", "pad": 3, "views": ["axial", "coronal", "sagittal"],
         "time_budget": 18.0, "schedule": "cosine", "augment": True,
     },
     "fast": {
-        "model_type": "unet", "nK": [16], "epochs": 1000, "batch_size": 16, "lr": 2e-3,
+        "model_type": "unet", "nK": [8], "epochs": 1000, "batch_size": 16, "lr": 2e-3,
         "loss": "dice_ce", "pad": 3, "views": ["axial"],
         "time_budget": 4.5, "schedule": "cosine", "augment": True,
     },

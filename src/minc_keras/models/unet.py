@@ -183,5 +183,6 @@ def build_unet(
             x = keras.layers.Conv2D(filters, 3, padding="same", name=f"up{level}_conv")(x)
         x = keras.layers.Concatenate(name=f"skip{level}")([x, skips[level]])
         x = _conv_block(x, filters, kernel, activation_hidden, f"dec{level}")
-    outputs = keras.layers.Conv2D(num_classes, 1, activation=activation_output, name="output")(x)
+    outputs = keras.layers.Conv2D(num_classes, 1, activation=activation_output, name="output",
+                                  dtype="float32")(x)  # softmax in float32 under bfloat16
     return keras.Model(inputs, outputs, name=name)

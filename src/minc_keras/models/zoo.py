@@ -140,7 +140,8 @@ def conv_stack(
         if drop_out:
             x = keras.layers.Dropout(drop_out, name=f"dropout{i}")(x)
     outputs = keras.layers.Conv2D(
-        num_classes, 1, activation=activation_output, padding="same", name="output"
+        num_classes, 1, activation=activation_output, padding="same", name="output",
+        dtype="float32",  # softmax in float32 under a bfloat16 policy
     )(x)
     return keras.Model(inputs, outputs, name=name)
 
