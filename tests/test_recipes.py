@@ -119,3 +119,20 @@ def test_bfloat16_training_saves_a_model_that_predicts_float32(tmp_path):
     out = model.predict(np.zeros((1, 32, 32, 1), np.float32), verbose=0)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out.sum(-1), 1.0, atol=1e-3)
+
+
+def test_time_budget_is_shared_by_the_views(tmp_path):
+    from minc_keras.prepare import prepare
+    from minc_keras.train import TrainOptions, train
+
+    source = write_dataset(tmp_path / "source", n_subjects=4)
+    target = tmp_path / "run"
+    prepare(source, target, input_str="T1w_anat", label_str="seg", ratios=(0.5, 0.5),
+            quiet=True)
+    options = TrainOptions(model_type="unet", nK=[4], epochs=1000, batch_size=4,
+                           views=["axial", "coronal"], time_budget=0.1, schedule="cosine",
+                           quiet=True)
+    result = train(target, options)
+    assert set(result.histories) == {"axial", "coronal"}
+    assert all(1 <= len(h["loss"]) < 1000 for h in result.histories.values())
+    assert (target / "model" / "model_coronal.keras").is_file()
