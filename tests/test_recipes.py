@@ -95,7 +95,8 @@ def test_time_budget_ends_training_early_with_a_checkpoint(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "no test subjects" in out
     history = json.loads((target / "model" / "history.json").read_text())
-    assert 1 <= len(history["loss"]) < RECIPES["fast"]["epochs"]
+    assert history["loss"]  # at least one (partial) epoch was validated and saved
+    assert len(history["loss"]) < RECIPES["fast"]["epochs"]  # the budget stopped it early
     config = json.loads((target / "model" / "config.json").read_text())
     assert config["recipe"] == "fast"
     assert config["augment"] is True
