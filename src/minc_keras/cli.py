@@ -95,6 +95,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
                        help="random flips, rotations, scaling, gamma, bias field and noise on "
                        "the training slices (default off)")
+    group.add_argument("--resume", action="store_true",
+                       help="continue an interrupted training from its last checkpoint, with "
+                       "the settings it was started with (other model flags are ignored)")
 
 
 def _add_data_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
@@ -213,8 +216,12 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _train_options(args: argparse.Namespace):
+    from minc_keras.errors import UsageError
     from minc_keras.train import TrainOptions
 
+    if args.resume and args.clobber:
+        raise UsageError("--resume continues a training and --clobber starts it again; "
+                         "give one of them")
     return TrainOptions(
         model_type=args.model_type, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         loss=args.loss, metric=args.metric, activation_hidden=args.activation_hidden,
@@ -224,7 +231,7 @@ def _train_options(args: argparse.Namespace):
         class_names=args.class_names, views=args.views,
         quiet=args.quiet or args.verbose == 0, time_budget=args.time_budget,
         schedule=args.schedule, augment=args.augment, precision=args.precision,
-        recipe=args.recipe,
+        recipe=args.recipe, resume=args.resume,
     )
 
 

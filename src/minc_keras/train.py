@@ -45,7 +45,9 @@ class TrainOptions:
     then cosine decay of the learning rate over the epochs or the time budget);
     ``augment`` perturbs the training slices (:class:`~minc_keras.data.augment.SliceAugmenter`);
     ``precision="bfloat16"`` computes in bfloat16 with float32 weights (faster on CPUs with
-    AVX-512 BF16 or AMX, and the saved model predicts in bfloat16 too).
+    AVX-512 BF16 or AMX, and the saved model predicts in bfloat16 too). ``resume``
+    continues an interrupted training from its last checkpoint, with the settings it was
+    started with (``model/config.json``).
     """
 
     model_type: str = "model_0_0"
@@ -73,6 +75,7 @@ class TrainOptions:
     augment: bool = False
     precision: str = "float32"
     recipe: str | None = None
+    resume: bool = False
     builder: Callable | None = field(default=None, repr=False)
 
 
@@ -177,13 +180,32 @@ def _build_network(cache: SliceCache, options: TrainOptions, view: str,
 
 
 class _BestAndLast(keras.callbacks.Callback):
-    """Save the best-on-validation model atomically, and the latest for resuming."""
+    """Save the best-on-validation model and the last checkpoint, atomically, each epoch.
 
-    def __init__(self, best: Path, last: Path, history_path: Path, monitor: str) -> None:
+    The last checkpoint holds the optimizer state; ``state`` (a JSON file beside it)
+    records the epochs done, the best monitored value and the training seconds spent, so
+    that :func:`train` with ``resume`` can carry on where a killed run stopped.
+    """
+
+    def __init__(self, best: Path, last: Path, history_path: Path, monitor: str, *,
+                 resumed: dict | None = None, history: dict | None = None) -> None:
         super().__init__()
         self.best, self.last, self.history_path, self.monitor = best, last, history_path, monitor
-        self.best_value = np.inf
-        self.history: dict[str, list[float]] = {}
+        self.state_path = last.with_name(last.stem.replace("last", "state", 1) + ".json")
+        resumed = resumed or {}
+        self.best_value = float(resumed.get("best_value", np.inf))
+        self.seconds_before = float(resumed.get("seconds", 0.0))
+        self.history: dict[str, list[float]] = history or {}
+        self.start = time.perf_counter()
+        self.epochs_done = int(resumed.get("epochs_done", 0))
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        """Training seconds spent, earlier runs included."""
+        return self.seconds_before + time.perf_counter() - self.start
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -197,6 +219,25 @@ class _BestAndLast(keras.callbacks.Callback):
         with atomic_output(self.last, clobber=True) as tmp:
             self.model.save(tmp)
         write_text_atomic(self.history_path, json.dumps(self.history, indent=1))
+        self.epochs_done = epoch + 1
+        self.write_state(complete=False)
+
+    def write_state(self, *, complete: bool) -> None:
+        """Record progress; ``complete`` once training of this view has ended."""
+        state = {"epochs_done": self.epochs_done, "best_value": self.best_value,
+                 "seconds": self.seconds, "complete": complete}
+        write_text_atomic(self.state_path, json.dumps(state, indent=1))
+
+
+class _EpochOrder(keras.callbacks.Callback):
+    """Give each epoch the slice order and augmentation of its number, resumed runs too."""
+
+    def __init__(self, dataset: SliceDataset) -> None:
+        super().__init__()
+        self.dataset = dataset
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.dataset.set_epoch(epoch)
 
 
 class _TimeBudget(keras.callbacks.Callback):
@@ -223,16 +264,18 @@ class _CosineSchedule(keras.callbacks.Callback):
     WARMUP = 0.03
 
     def __init__(self, lr: float, *, seconds: float | None = None, total_steps: int = 1,
-                 floor: float = 0.02) -> None:
+                 floor: float = 0.02, seconds_done: float = 0.0, steps_done: int = 0) -> None:
         super().__init__()
         self.lr, self.seconds, self.total_steps, self.floor = lr, seconds, total_steps, floor
+        self.seconds_done = seconds_done  # spent by an earlier, interrupted run
         self.start = time.perf_counter()
-        self.step = 0
+        self.step = steps_done
 
     def progress(self) -> float:
         """Share of the schedule done, 0 to 1."""
         if self.seconds:
-            return min((time.perf_counter() - self.start) / self.seconds, 1.0)
+            elapsed = self.seconds_done + time.perf_counter() - self.start
+            return min(elapsed / self.seconds, 1.0)
         return min(self.step / max(self.total_steps, 1), 1.0)
 
     def rate(self, progress: float) -> float:
@@ -271,13 +314,73 @@ def view_paths(path: Path, views: list[str]) -> list[Path]:
     return [path] + [path.with_name(f"{path.stem}_{view}.keras") for view in views[1:]]
 
 
+def checkpoint_paths(target: Path, view: str, views: list[str]) -> tuple[Path, Path]:
+    """The last checkpoint of ``view`` and its progress file, under ``TARGET/model/checkpoints``.
+
+    >>> [p.name for p in checkpoint_paths(Path("T"), "coronal", ["axial", "coronal"])]
+    ['last_coronal.keras', 'state_coronal.json']
+    """
+    suffix = "" if view == views[0] else f"_{view}"
+    folder = target / "model" / "checkpoints"
+    return folder / f"last{suffix}.keras", folder / f"state{suffix}.json"
+
+
+def read_state(path: Path) -> dict | None:
+    """A view's progress file, or None when it is missing or unreadable (killed mid-write)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def resumed_options(target: Path, options: TrainOptions) -> TrainOptions:
+    """The options an interrupted training of ``target`` was started with, to resume it."""
+    config_path = target / "model" / "config.json"
+    try:
+        saved = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        raise UsageError(
+            f"nothing to resume in {target}: {config_path} is missing or unreadable; "
+            "start the training without --resume"
+        ) from None
+    known = {f for f in TrainOptions.__dataclass_fields__ if f != "builder"}
+    saved = {k: v for k, v in saved.items() if k in known}
+    return TrainOptions(**{**saved, "resume": True, "clobber": False, "make_model_only": False,
+                           "quiet": options.quiet, "builder": options.builder})
+
+
+def _refuse_unfinished(target: Path, options: TrainOptions) -> None:
+    """Stop a plain rerun from mistaking an interrupted training for a finished one."""
+    try:  # the views of the training that wrote the model, whatever this rerun asks
+        views = check_views(json.loads((target / "model" / "config.json").read_text())["views"])
+    except (OSError, ValueError, KeyError, TypeError, UsageError):
+        views = options.views
+    paths = view_paths(model_path(target, options), views)
+    for view, path in zip(views, paths, strict=True):
+        state = read_state(checkpoint_paths(target, view, views)[1])
+        if (state is not None and not state.get("complete")) or not path.exists():
+            done = state.get("epochs_done", 0) if state else 0
+            raise UsageError(
+                f"the training in {target / 'model'} was interrupted ({view} view, after "
+                f"{done} of {options.epochs} epochs); pass --resume to continue it or "
+                "--clobber to start again"
+            )
+
+
+def _clean_temporaries(folder: Path) -> None:
+    """Remove the temporary files a killed run left behind (see :mod:`minc_keras.atomic`)."""
+    for stale in folder.rglob(".*.tmp*"):
+        stale.unlink(missing_ok=True)
+
+
 def train(target: str | Path, options: TrainOptions) -> TrainResult:
     """Train on ``TARGET/data`` and save ``TARGET/model/<model>.keras``.
 
     With several ``options.views`` one model is trained per view and saved beside the
     first; the first file's metadata lists them all, so prediction averages the views.
     An existing model is reused (not retrained) unless ``options.clobber``, as in the
-    workshop.
+    workshop. With ``options.resume`` an interrupted training continues from each view's
+    last checkpoint (weights, optimizer state, epoch count, history, time spent).
 
     Parameters
     ----------
@@ -290,28 +393,53 @@ def train(target: str | Path, options: TrainOptions) -> TrainResult:
     TrainResult
     """
     target = Path(target)
+    if options.resume:
+        options = resumed_options(target, options)
+        _clean_temporaries(target / "model")
     check_views(options.views)
     cache = SliceCache.open(target / "data")
     paths = view_paths(model_path(target, options), options.views)
     history_path = target / "model" / "history.json"
-    if paths[0].exists() and not options.clobber and not options.make_model_only:
+    if not options.resume and paths[0].exists() and not options.clobber \
+            and not options.make_model_only:
+        _refuse_unfinished(target, options)
         log.info("%s exists; evaluating it without retraining (pass --clobber to retrain)",
                  paths[0])
         parameters = sum(keras.saving.load_model(p).count_params() for p in paths if p.exists())
         history = json.loads(history_path.read_text()) if history_path.exists() else {}
         return TrainResult(paths[0], parameters, history, 0.0, trained=False)
 
-    write_text_atomic(target / "model" / "config.json",
-                      json.dumps({k: v for k, v in asdict(options).items() if k != "builder"},
-                                 indent=1, default=str))
+    if not options.resume:
+        if options.clobber:  # a fresh start must not resume the old run's checkpoints
+            for view in options.views:
+                for stale in checkpoint_paths(target, view, options.views):
+                    stale.unlink(missing_ok=True)
+        write_text_atomic(target / "model" / "config.json",
+                          json.dumps({k: v for k, v in asdict(options).items()
+                                      if k not in ("builder", "resume")}, indent=1, default=str))
     result = TrainResult(paths[0], 0, {}, 0.0, trained=not options.make_model_only)
-    start = time.perf_counter()
+    spent = 0.0  # training seconds of the views before this one, earlier runs included
     for done, (view, path) in enumerate(zip(options.views, paths, strict=True)):
+        last, state_path = checkpoint_paths(target, view, options.views)
+        state = read_state(state_path) if options.resume else None
+        if state is not None and state.get("complete") and path.exists():
+            log.info("%s view: finished earlier, kept", view)
+            result.parameters += keras.saving.load_model(path).count_params()
+            result.histories[view] = _read_history(target, view, options.views)
+            spent += float(state.get("seconds", 0.0))
+            continue
         keras.utils.set_random_seed(options.seed)
         model, info = build_network(cache, options, view, ensemble=[p.name for p in paths])
         info["precision"] = options.precision
-        model.compile(optimizer=keras.optimizers.Adam(options.lr), loss=get_loss(options.loss),
-                      metrics=make_metrics(info["num_outputs"], options.metric))
+        if state is not None and last.exists():
+            log.info("%s view: resuming after epoch %d of %d from %s", view,
+                     state["epochs_done"], options.epochs, last)
+            model = keras.saving.load_model(last)
+        else:
+            state = None
+            model.compile(optimizer=keras.optimizers.Adam(options.lr),
+                          loss=get_loss(options.loss),
+                          metrics=make_metrics(info["num_outputs"], options.metric))
         result.parameters += model.count_params()
         if options.make_model_only:
             with atomic_output(path, clobber=options.clobber) as tmp:
@@ -319,20 +447,35 @@ def train(target: str | Path, options: TrainOptions) -> TrainResult:
             continue
         budget = None
         if options.time_budget:  # what is left, shared by the views still to train
-            left = options.time_budget * 60 - (time.perf_counter() - start)
-            budget = max(left / (len(options.views) - done), 1.0)
-        history, seconds = _fit(model, info, cache, options, view, path, target, budget)
+            budget = max((options.time_budget * 60 - spent) / (len(options.views) - done), 1.0)
+        history, seconds = _fit(model, info, cache, options, view, path, target, budget,
+                                resumed=state)
         result.histories[view] = history
         result.seconds += seconds
+        spent += seconds
     result.history = result.histories.get(options.views[0], {})
     return result
 
 
+def _read_history(target: Path, view: str, views: list[str]) -> dict:
+    """The saved learning curves of one view (empty when there are none)."""
+    suffix = "" if view == views[0] else f"_{view}"
+    path = target / "model" / f"history{suffix}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def _fit(model: keras.Model, info: dict, cache: SliceCache, options: TrainOptions, view: str,
-         path: Path, target: Path, budget: float | None = None) -> tuple[dict, float]:
+         path: Path, target: Path, budget: float | None = None, *,
+         resumed: dict | None = None) -> tuple[dict, float]:
     """Fit one view's model, saving the best and the last checkpoint; return its history.
 
     ``budget`` (seconds) stops the fit when spent; the cosine schedule then runs on time.
+    ``resumed`` (a progress record of :class:`_BestAndLast`) continues an interrupted fit:
+    epochs, best value and seconds already spent carry on. The seconds returned include
+    those of the interrupted run.
     """
     common = {"view": view, "batch_size": options.batch_size,
               "num_outputs": info["num_outputs"], "multiple": info["multiple"]}
@@ -345,19 +488,31 @@ def _fit(model: keras.Model, info: dict, cache: SliceCache, options: TrainOption
     log.info("training %s, %s view (%d parameters) on %d slices, validating on %d",
              options.model_type, view, model.count_params(), train_data.num_slices,
              validate_data.num_slices)
+    last, _ = checkpoint_paths(target, view, options.views)
     suffix = "" if view == options.views[0] else f"_{view}"
-    saver = _BestAndLast(path, target / "model" / "checkpoints" / f"last{suffix}.keras",
-                         target / "model" / f"history{suffix}.json",
-                         "val_loss" if validate_data.num_slices else "loss")
-    start = time.perf_counter()
-    callbacks: list[keras.callbacks.Callback] = [saver]
+    history = {}
+    if resumed:  # the curves up to the checkpoint (a kill may have come between the two)
+        history = {key: values[:resumed["epochs_done"]]
+                   for key, values in _read_history(target, view, options.views).items()}
+    saver = _BestAndLast(path, last, target / "model" / f"history{suffix}.json",
+                         "val_loss" if validate_data.num_slices else "loss",
+                         resumed=resumed, history=history)
+    first_epoch = saver.epochs_done
+    callbacks: list[keras.callbacks.Callback] = [_EpochOrder(train_data), saver]
     if budget is not None:
-        log.info("%s view: training for at most %.1f min", view, budget / 60)
+        left = budget - saver.seconds_before
+        log.info("%s view: training for at most %.1f min", view, left / 60)
         # leave room for the last validation and checkpoint after the deadline
-        callbacks.insert(0, _TimeBudget(start + budget * 0.97))
+        callbacks.insert(0, _TimeBudget(time.perf_counter() + left - budget * 0.03))
     if options.schedule == "cosine":
         callbacks.insert(0, _CosineSchedule(options.lr, seconds=budget,
-                                            total_steps=options.epochs * len(train_data)))
-    model.fit(train_data, validation_data=validate_data if validate_data.num_slices else None,
-              epochs=options.epochs, callbacks=callbacks, verbose=_keras_verbosity(options.quiet))
-    return saver.history, time.perf_counter() - start
+                                            total_steps=options.epochs * len(train_data),
+                                            seconds_done=saver.seconds_before,
+                                            steps_done=first_epoch * len(train_data)))
+    if first_epoch < options.epochs and (budget is None or saver.seconds_before < budget):
+        model.fit(train_data, validation_data=validate_data if validate_data.num_slices else None,
+                  epochs=options.epochs, initial_epoch=first_epoch, callbacks=callbacks,
+                  shuffle=False,  # the dataset shuffles, by seed and epoch (resumable)
+                  verbose=_keras_verbosity(options.quiet))
+    saver.write_state(complete=True)
+    return saver.history, saver.seconds

@@ -94,7 +94,8 @@ class SliceDataset(keras.utils.PyDataset):
     multiple : int
         Slice sides are padded to a multiple of this.
     shuffle : bool
-        Reshuffle the slices every epoch (training).
+        Shuffle the slices, in an order fixed by ``seed`` and the epoch (training); the
+        trainer calls :meth:`set_epoch` as each epoch begins.
     seed : int
     augment : callable, optional
         ``augment(images, classes, rng) -> (images, classes)`` applied to each batch.
@@ -112,14 +113,14 @@ class SliceDataset(keras.utils.PyDataset):
         self.size = slice_size(cache, view, multiple)
         self.shuffle = shuffle
         self.augment = augment
-        self._rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.epoch = 0
         self.index = np.array(
             [(scan, k) for scan in cache.by_category(category)
              for k in cache.scans[scan].nonempty[self.axis]], dtype=np.int64,
         ).reshape(-1, 2)
         self._order = np.arange(len(self.index))
-        if shuffle:
-            self._rng.shuffle(self._order)
+        self.set_epoch(0)
 
     def __len__(self) -> int:
         return math.ceil(len(self.index) / self.batch_size)
@@ -142,11 +143,20 @@ class SliceDataset(keras.utils.PyDataset):
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         rows = self.index[self._order[i * self.batch_size:(i + 1) * self.batch_size]]
         images, classes = self.load(rows)
-        if self.augment is not None:
-            images, classes = self.augment(images, classes, self._rng)
+        if self.augment is not None:  # a generator per batch: the same whatever the order
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            images, classes = self.augment(images, classes, rng)
         return images, encode_targets(classes, self.num_outputs)
 
-    def on_epoch_end(self) -> None:
-        """Reshuffle for the next epoch."""
+    def set_epoch(self, epoch: int) -> None:
+        """Order the slices as epoch ``epoch`` (0-based) does, so a resumed run repeats it.
+
+        >>> a = SliceDataset.__new__(SliceDataset); a.seed, a.shuffle = 3, True
+        >>> a._order = np.arange(5); a.set_epoch(2); first = a._order.copy()
+        >>> a.set_epoch(0); a.set_epoch(2); bool((a._order == first).all())
+        True
+        """
+        self.epoch = epoch
         if self.shuffle:
-            self._rng.shuffle(self._order)
+            self._order = np.random.default_rng([self.seed, epoch]).permutation(len(self._order))
+
