@@ -15,6 +15,7 @@ Examples::
 
     python benchmarks/accuracy.py --recipe fast --folds 5
     python benchmarks/accuracy.py --recipe default --folds 5 --only 1,2 --labels manual,seg
+    python benchmarks/accuracy.py --recipe default --folds 5 --tta   # also with flip TTA
     python benchmarks/accuracy.py --recipe fast --folds 5 -- --nK 8   # extra train flags
 """
 
@@ -71,49 +72,67 @@ def simulate_rescan(scan: Path, dest: Path, seed: int) -> Path:
     return write_volume(volume.with_data(data.astype(np.float32)), dest, clobber=True)
 
 
-def run_fold(source: Path, work: Path, fold: int, held_out: list[str], labels: str,
-             recipe: str, extra: list[str]) -> list[dict]:
-    """Train without ``held_out``, predict them, return one row per subject and class."""
-    fold_dir = work / f"{labels}_fold{fold}"
+def predict(model: Path, scans: list[Path], out: Path, tta: bool) -> float:
+    """Segment ``scans`` into ``out`` with ``minc-keras predict``; seconds per scan."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "minc_keras", "predict", "--model", str(model),
+                    "-o", str(out), "--quiet", "--clobber", *(["--tta"] if tta else []),
+                    *map(str, scans)], check=True)
+    return (time.perf_counter() - start) / len(scans)
+
+
+def train(source: Path, fold_dir: Path, held_out: list[str], labels: str, recipe: str,
+          extra: list[str]) -> tuple[Path, float]:
+    """Train on every subject but ``held_out`` (or reuse that fold's model); model, minutes."""
     link_dir = fold_dir / "source"
     link_dir.mkdir(parents=True, exist_ok=True)
     for subject in sorted(p.name for p in source.iterdir() if p.is_dir()):
         if subject not in held_out and not (link_dir / subject).exists():
             (link_dir / subject).symlink_to(source / subject)
     target = fold_dir / "run"
+    model = target / "model" / "model.keras"
+    minutes_file = fold_dir / "train_minutes.txt"
+    if model.exists() and minutes_file.exists():
+        print(f"  reusing {model}", flush=True)
+        return model, float(minutes_file.read_text())
     command = [sys.executable, "-m", "minc_keras", "run", "--source", str(link_dir),
                "--target", str(target), "--input-str", "T1w_anat", "--label-str",
                LABEL_STRINGS[labels], "--ratios", "0.85", "0.15", "--recipe", recipe,
-               "--quiet", *extra]
+               "--quiet", "--clobber", *extra]
     start = time.perf_counter()
     subprocess.run(command, check=True)
-    train_minutes = (time.perf_counter() - start) / 60
+    minutes = (time.perf_counter() - start) / 60
+    minutes_file.write_text(f"{minutes:.3f}\n")
+    return model, minutes
+
+
+def run_fold(source: Path, work: Path, fold: int, held_out: list[str], labels: str,
+             recipe: str, extra: list[str], modes: list[str]) -> list[dict]:
+    """Train without ``held_out``, predict them, return one row per subject, class and mode."""
+    fold_dir = work / f"{labels}_fold{fold}"
+    model, train_minutes = train(source, fold_dir, held_out, labels, recipe, extra)
     scans = [source / s / f"{s}_T1w_anat.mnc" for s in held_out]
-    out = fold_dir / "predict"
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "minc_keras", "predict", "--model",
-                    str(target / "model" / "model.keras"), "-o", str(out), "--quiet",
-                    "--clobber", *map(str, scans)], check=True)
-    predict_seconds = (time.perf_counter() - start) / len(scans)
     rescans = [simulate_rescan(scan, fold_dir / "rescan" / f"{s}_rescan_T1w_anat.mnc", k)
                for k, (s, scan) in enumerate(zip(held_out, scans, strict=True))]
-    subprocess.run([sys.executable, "-m", "minc_keras", "predict", "--model",
-                    str(target / "model" / "model.keras"), "-o", str(fold_dir / "repredict"),
-                    "--quiet", "--clobber", *map(str, rescans)], check=True)
-    first = pd.read_csv(out / "volumes.csv").sort_values("scan")
-    second = pd.read_csv(fold_dir / "repredict" / "volumes.csv").sort_values("scan")
     rows = []
-    for row, subject in enumerate(held_out):
-        predicted = read_volume(out / f"{subject}_T1w_anat_dseg.mnc", label=True).data
-        reference = read_volume(source / subject / f"{subject}_{LABEL_STRINGS[labels]}.mnc",
-                                label=True).data
-        for value, name in CLASSES.items():
-            column = [c for c in first.columns if c.endswith("_ml")][value - 1]
-            a, b = first[column].iloc[row], second[column].iloc[row]
-            rows.append({"labels": labels, "fold": fold, "subject": subject, "class": name,
-                         "dice": dice(predicted == value, reference == value),
-                         "rescan_change_pct": 100 * abs(a - b) / ((a + b) / 2),
-                         "train_minutes": train_minutes, "predict_seconds": predict_seconds})
+    for mode in modes:
+        out, reout = fold_dir / f"predict_{mode}", fold_dir / f"repredict_{mode}"
+        predict_seconds = predict(model, scans, out, tta=mode == "tta")
+        predict(model, rescans, reout, tta=mode == "tta")
+        first = pd.read_csv(out / "volumes.csv").sort_values("scan")
+        second = pd.read_csv(reout / "volumes.csv").sort_values("scan")
+        for row, subject in enumerate(held_out):
+            predicted = read_volume(out / f"{subject}_T1w_anat_dseg.mnc", label=True).data
+            reference = read_volume(source / subject / f"{subject}_{LABEL_STRINGS[labels]}.mnc",
+                                    label=True).data
+            for value, name in CLASSES.items():
+                column = [c for c in first.columns if c.endswith("_ml")][value - 1]
+                a, b = first[column].iloc[row], second[column].iloc[row]
+                rows.append({"labels": labels, "mode": mode, "fold": fold, "subject": subject,
+                             "class": name, "dice": dice(predicted == value, reference == value),
+                             "rescan_change_pct": 100 * abs(a - b) / ((a + b) / 2),
+                             "train_minutes": train_minutes,
+                             "predict_seconds": predict_seconds})
     return rows
 
 
@@ -125,7 +144,10 @@ def main() -> None:
     parser.add_argument("--labels", default="manual", help="manual, seg or manual,seg")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--source", type=Path, default=DATA / "oasis-dev")
-    parser.add_argument("--work", type=Path, default=Path("accuracy-runs"))
+    parser.add_argument("--work", type=Path, default=Path("accuracy-runs"),
+                        help="working folder; a fold whose model is there is not retrained")
+    parser.add_argument("--tta", action="store_true",
+                        help="also score each model with flip test-time augmentation")
     parser.add_argument("extra", nargs="*", help="flags passed on to `minc-keras run`")
     args = parser.parse_args()
     if not args.source.is_dir():
@@ -133,6 +155,7 @@ def main() -> None:
     subjects = [p.name for p in args.source.iterdir() if p.is_dir()]
     folds = folds_of(subjects, args.folds, args.seed)
     chosen = [int(f) for f in args.only.split(",")] if args.only else range(1, args.folds + 1)
+    modes = ["plain", "tta"] if args.tta else ["plain"]
     rows: list[dict] = []
     for labels in args.labels.split(","):
         for fold in chosen:
@@ -140,14 +163,15 @@ def main() -> None:
             print(f"fold {fold}/{args.folds} ({labels}): holding out {', '.join(held_out)}",
                   flush=True)
             fold_rows = run_fold(args.source, args.work, fold, held_out, labels, args.recipe,
-                                 args.extra)
+                                 args.extra, modes)
             rows += fold_rows
-            table = pd.DataFrame(fold_rows).pivot(index="subject", columns="class",
-                                                  values="dice")
+            frame = pd.DataFrame(fold_rows)
+            table = frame.pivot(index=["mode", "subject"], columns="class", values="dice")
             print(table.round(3).to_string(), flush=True)
-            change = pd.DataFrame(fold_rows).groupby("class")["rescan_change_pct"].mean()
-            print("  rescan volume change %: " + ", ".join(
-                f"{c} {change[c]:.2f}" for c in CLASSES.values()), flush=True)
+            change = frame.groupby(["mode", "class"])["rescan_change_pct"].mean()
+            for mode in modes:
+                print(f"  rescan volume change % ({mode}): " + ", ".join(
+                    f"{c} {change[mode, c]:.2f}" for c in CLASSES.values()), flush=True)
             print(f"  trained in {fold_rows[0]['train_minutes']:.1f} min, predicted in "
                   f"{fold_rows[0]['predict_seconds']:.1f} s per scan", flush=True)
     results = pd.DataFrame(rows)
@@ -155,12 +179,12 @@ def main() -> None:
     results.to_csv(args.work / f"accuracy_{args.recipe}.csv", index=False)
     print(f"\nrecipe {args.recipe}, extra flags {json.dumps(args.extra)}, "
           f"{results['subject'].nunique()} held-out subjects")
-    for labels, part in results.groupby("labels"):
+    for (labels, mode), part in results.groupby(["labels", "mode"]):
         summary = part.groupby("class")["dice"].agg(["mean", "std"])
         text = " / ".join(f"{c} {summary.loc[c, 'mean']:.3f} +- {summary.loc[c, 'std']:.3f}"
                           for c in CLASSES.values())
         minutes = part.groupby("fold")["train_minutes"].first()
-        print(f"Dice vs {labels}: {text}; training {minutes.mean():.1f} min per fold "
+        print(f"Dice vs {labels} ({mode}): {text}; training {minutes.mean():.1f} min per fold "
               f"(max {minutes.max():.1f})")
         change = part.groupby("class")["rescan_change_pct"].agg(["mean", "max"])
         print("  simulated rescan, volume change % mean (max): " + ", ".join(
