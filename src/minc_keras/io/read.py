@@ -48,6 +48,8 @@ _LOAD_ERRORS = (
     EOFError,
     IndexError,
     TypeError,
+    OverflowError,  # a damaged header giving absurd sizes or offsets
+    MemoryError,  # ... or sizes too large to hold
     AttributeError,
     RuntimeError,
     struct.error,
