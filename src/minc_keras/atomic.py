@@ -8,6 +8,11 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+
+try:  # POSIX advisory locks; elsewhere the lock is a no-op
+    import fcntl
+except ImportError:  # pragma: no cover (Windows)
+    fcntl = None
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,3 +114,26 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, clobber: bool = Tru
     with atomic_output(path, clobber=clobber) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if needed) across processes.
+
+    For read-modify-write of a shared file, such as the ``volumes.csv`` that several
+    ``predict`` processes add to. Advisory (POSIX ``flock``); a no-op where unavailable.
+    """
+    path = Path(path)
+    try:
+        handle = open(path, "a+b")  # held open for the lock's lifetime
+    except OSError as exc:
+        raise TargetError(f"cannot create the lock file {path} ({exc.strerror or exc}); "
+                          "choose a folder you can write to") from exc
+    with handle:
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
