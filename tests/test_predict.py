@@ -3,6 +3,7 @@
 import json
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -190,3 +191,34 @@ def test_unknown_view_is_a_usage_error(tmp_path, capsys):
                  "--input-str", "T1w_anat", "--label-str", "seg", "--ratios", "0.5", "0.25",
                  "--views", "axial,oblique", "--quiet"]) == 2
     assert "--views axial,oblique is not valid" in capsys.readouterr().err
+
+
+def test_two_processes_predicting_into_one_folder(model_path, tmp_path):
+    scans = [write_volume(_scan(seed)[0], tmp_path / "in" / f"s{seed}.nii.gz")
+             for seed in range(20, 26)]
+    assert _predict(model_path, tmp_path / "serial", *scans) == 0
+    shared = tmp_path / "shared"
+    command = [sys.executable, "-m", "minc_keras", "predict", "--model", str(model_path), "-o",
+               str(shared), "--quiet"]
+    # two processes at once, each with half the scans, writing into the same folder
+    first = subprocess.Popen([*command, *map(str, scans[0::2])], stderr=subprocess.PIPE)
+    second = subprocess.Popen([*command, *map(str, scans[1::2])], stderr=subprocess.PIPE)
+    assert first.wait() == 0, first.stderr.read().decode()
+    assert second.wait() == 0, second.stderr.read().decode()
+    for scan in scans:
+        name = scan.name.replace(".nii.gz", "_dseg.nii.gz")
+        np.testing.assert_array_equal(read_volume(shared / name, label=True).data,
+                                      read_volume(tmp_path / "serial" / name, label=True).data)
+    table = pd.read_csv(shared / "volumes.csv")  # every scan's row, none lost to the other
+    serial = pd.read_csv(tmp_path / "serial" / "volumes.csv")
+    assert sorted(table["scan"]) == sorted(serial["scan"])
+    pd.testing.assert_frame_equal(table.drop(columns="output"), serial.drop(columns="output"))
+    assert not list(shared.glob(".*.tmp*"))
+
+
+def test_a_later_run_adds_to_volumes_csv(model_path, tmp_path):
+    scans = [write_volume(_scan(seed)[0], tmp_path / "in" / f"s{seed}.mnc") for seed in (30, 31)]
+    assert _predict(model_path, tmp_path / "out", scans[0]) == 0
+    assert _predict(model_path, tmp_path / "out", scans[1]) == 0
+    table = pd.read_csv(tmp_path / "out" / "volumes.csv")
+    assert sorted(table["scan"]) == sorted(map(str, scans))

@@ -51,7 +51,9 @@ def check_writable(path: str | os.PathLike, *, clobber: bool = False) -> Path:
             f"cannot create folder {path.parent} ({exc.strerror or exc}); "
             "choose a folder you can write to"
         ) from exc
-    if not os.access(path.parent, os.W_OK):
+    # the effective IDs are what a write is checked against (they differ under setuid)
+    effective = os.access in os.supports_effective_ids
+    if not os.access(path.parent, os.W_OK, effective_ids=effective):
         raise TargetError(f"folder {path.parent} is not writable; choose a folder you can write to")
     return path
 

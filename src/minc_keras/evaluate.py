@@ -50,8 +50,11 @@ def load_trained(path: Path, *, compile: bool = True) -> tuple[keras.Model, dict
         model = keras.saving.load_model(path, compile=compile)
         info = read_info(model)
     except Exception as exc:
+        # one line: Keras messages span several, and a KeyError's str() is quoted
+        detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        detail = " ".join(str(detail).split()).rstrip(".") or type(exc).__name__
         raise DatasetError(
-            f"{path} is not a model saved by this version of minc-keras ({exc}); "
+            f"{path} is not a model saved by this version of minc-keras ({detail}); "
             "retrain it with `minc-keras train --clobber`"
         ) from exc
     return model, info
@@ -73,7 +76,8 @@ def segment_cached(segmenter: Segmenter, cache: SliceCache, index: int,
     return probabilities_to_classes(segmenter.probabilities(image, batch_size=batch_size))
 
 
-def _check_classes(info: dict, cache: SliceCache, path: Path) -> None:
+def check_classes(info: dict, cache: SliceCache, path: Path) -> None:
+    """Refuse a model whose label values are not those of the prepared data."""
     if list(info["class_values"]) != cache.class_values:
         raise DatasetError(
             f"model {path} was trained on label values {info['class_values']} but the prepared "
@@ -100,7 +104,7 @@ def evaluate(target: str | Path, *, model_name: str = "model.keras", batch_size:
     cache = SliceCache.open(target / "data")
     path = target / "model" / Path(model_name).with_suffix(".keras").name
     model, info = load_trained(path)
-    _check_classes(info, cache, path)
+    check_classes(info, cache, path)
     segmenter = load_segmenter(path)
     test = cache.by_category("test")
     table = pd.DataFrame()
@@ -162,7 +166,11 @@ def select_test_subjects(cache: SliceCache, spec: str | None) -> list[int]:
         else:
             matches = [i for i in test if item in (cache.scans[i].subject, cache.scans[i].name)]
             if not matches:
-                raise UsageError(f"--predict {item}: no test subject of that name")
+                names = [cache.scans[i].name for i in test]
+                shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more"
+                                                if len(names) > 5 else "") or "none"
+                raise UsageError(f"--predict {item}: no test subject of that name; give "
+                                 f"`all`, positions 1 to {len(test)}, or names such as {shown}")
             chosen.extend(matches)
     return list(dict.fromkeys(chosen))
 
@@ -192,7 +200,7 @@ def predict_test_subjects(target: str | Path, spec: str | None, *,
     path = target / "model" / Path(model_name).with_suffix(".keras").name
     segmenter = load_segmenter(path)
     info = segmenter.info
-    _check_classes(info, cache, path)
+    check_classes(info, cache, path)
     out_dir = target / "predict" / "test"
     written = []
     values = np.asarray(info["class_values"], dtype=np.int32)
@@ -202,13 +210,14 @@ def predict_test_subjects(target: str | Path, spec: str | None, *,
         labels = values[predicted] if info["num_outputs"] > 1 else values[1] * predicted
         full = to_original_grid(scan, labels.astype(np.int16))
         suffix = output_suffix(scan.input)
-        volume_path = out_dir / f"{scan.name}_dseg{suffix}"
+        # the stem is the scan's name, made unique when runs share a session
+        volume_path = out_dir / f"{scan.stem}_dseg{suffix}"
         write_volume(Volume(full, np.asarray(scan.affine)), volume_path, clobber=clobber,
                      history=f"minc-keras prediction of {scan.input} with {path}")
         truth = cache.classes(np.asarray(cache.label(index)))
         montage = save_montage(np.asarray(cache.image(index), np.float32), truth, predicted,
-                               out_dir / f"{scan.name}_montage.png",
+                               out_dir / f"{scan.stem}_montage.png",
                                num_classes=max(info["num_outputs"], 2),
-                               class_names=info["class_names"], title=scan.name)
+                               class_names=info["class_names"], title=scan.stem)
         written += [volume_path, montage]
     return written

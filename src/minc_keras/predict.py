@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from minc_keras import __version__
-from minc_keras.atomic import atomic_output, write_text_atomic
-from minc_keras.errors import DatasetError, MincKerasError, UsageError
+from minc_keras.atomic import atomic_output, check_writable, file_lock, write_text_atomic
+from minc_keras.errors import MincKerasError, OutputExistsError, UsageError
 from minc_keras.evaluate import load_segmenter
 from minc_keras.inference import Segmenter
 from minc_keras.io import IMAGE_SUFFIXES, Volume, output_suffix, read_volume, write_volume
@@ -69,7 +69,8 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
             found += [p for p in matches if p.is_file()]
     unique = list(dict.fromkeys(p.resolve() for p in found))
     if not unique:
-        raise UsageError(f"no scans (.mnc, .mnc.gz, .nii, .nii.gz) found in {' '.join(inputs)}")
+        raise UsageError(f"no scans (.mnc, .mnc.gz, .nii, .nii.gz) found in {' '.join(inputs)}; "
+                         "give scan files, folders that hold them, or globs")
     return unique
 
 
@@ -141,29 +142,38 @@ def segment_file(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path:
     """Segment one scan file and write its outputs; return its row for ``volumes.csv``."""
     label_path, sidecar_path = _outputs(path, out_dir)
     if label_path.exists() and not clobber:
-        raise DatasetError(f"{label_path} exists already; pass --clobber to replace it")
+        raise OutputExistsError(f"{label_path} exists already; pass --clobber to replace it")
     info = segmenter.info
     volume = read_volume(path)
     result = segment_volume(segmenter, volume, batch_size=batch_size)
-    write_volume(Volume(result.labels, volume.affine), label_path, clobber=clobber,
-                 history=f"minc-keras {__version__} predict --model {model_path} {path}")
-    if save_probabilities:
-        for index in range(1 if result.probabilities.shape[-1] == 1 else 0,
-                           result.probabilities.shape[-1]):
-            name = info["class_names"][index if result.probabilities.shape[-1] > 1 else 1]
-            write_volume(Volume(result.probabilities[..., index], volume.affine),
-                         out_dir / f"{scan_name(path)}_label-{name}_probseg"
-                         f"{output_suffix(path)}", clobber=clobber)
-    row = {"scan": str(path), "output": str(label_path),
-           **tissue_volumes(result.classes, info, volume.voxel_volume_ml),
-           "qc_entropy": normalised_entropy(result.probabilities, result.classes > 0)}
-    sidecar = {"source": str(path), "labels": str(label_path), "model": str(model_path),
-               "minc_keras_version": __version__, "keras_backend": info.get("keras_backend"),
-               "class_values": info["class_values"], "class_names": info["class_names"],
-               "views": segmenter.views, "tta": segmenter.tta,
-               "volumes_ml": {k: v for k, v in row.items() if k.endswith("_ml")},
-               "qc_entropy": row["qc_entropy"]}
-    write_text_atomic(sidecar_path, json.dumps(sidecar, indent=1))
+    written: list[Path] = []
+    try:  # a scan's outputs come as a set: if one cannot be written, none is left
+        written.append(write_volume(
+            Volume(result.labels, volume.affine), label_path, clobber=clobber,
+            history=f"minc-keras {__version__} predict --model {model_path} {path}"))
+        if save_probabilities:
+            for index in range(1 if result.probabilities.shape[-1] == 1 else 0,
+                               result.probabilities.shape[-1]):
+                name = info["class_names"][index if result.probabilities.shape[-1] > 1 else 1]
+                written.append(write_volume(
+                    Volume(result.probabilities[..., index], volume.affine),
+                    out_dir / f"{scan_name(path)}_label-{name}_probseg{output_suffix(path)}",
+                    clobber=clobber))
+        row = {"scan": str(path), "output": str(label_path),
+               **tissue_volumes(result.classes, info, volume.voxel_volume_ml),
+               "qc_entropy": normalised_entropy(result.probabilities, result.classes > 0)}
+        sidecar = {"source": str(path), "labels": str(label_path), "model": str(model_path),
+                   "minc_keras_version": __version__,
+                   "keras_backend": info.get("keras_backend"),
+                   "class_values": info["class_values"], "class_names": info["class_names"],
+                   "views": segmenter.views, "tta": segmenter.tta,
+                   "volumes_ml": {k: v for k, v in row.items() if k.endswith("_ml")},
+                   "qc_entropy": row["qc_entropy"]}
+        write_text_atomic(sidecar_path, json.dumps(sidecar, indent=1))
+    except BaseException:
+        for done in written:
+            done.unlink(missing_ok=True)
+        raise
     return row
 
 
@@ -196,9 +206,14 @@ def predict_scans(model_path: str | os.PathLike, inputs: list[str], out_dir: str
     PredictReport
         Rows for the scans done, and the scans that failed with the reason.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"--batch-size {batch_size} is below 1; give a whole number of slices "
+                         "per pass, such as 8")
     segmenter = load_segmenter(Path(model_path), tta=tta)
     scans = collect_inputs(inputs)
     out_dir = Path(out_dir)
+    # an output folder that cannot be written fails once, not once per scan
+    check_writable(out_dir / "volumes.csv", clobber=True)
     report = PredictReport()
     for path in progress(scans, desc="segmenting", unit="scan", disable=quiet):
         try:
@@ -210,9 +225,36 @@ def predict_scans(model_path: str | os.PathLike, inputs: list[str], out_dir: str
             log.warning("skipped %s: %s", path, exc)
             report.failures.append((path, str(exc)))
     if report.rows:
-        table = pd.DataFrame(report.rows)
-        table["qc_flag"] = flag_outliers(table)
-        report.table_path = out_dir / "volumes.csv"
-        with atomic_output(report.table_path, clobber=True) as tmp:
-            table.to_csv(tmp, index=False, float_format="%.4f")
+        report.table_path = update_volume_table(out_dir / "volumes.csv", report.rows)
     return report
+
+
+def update_volume_table(path: Path, rows: list[dict]) -> Path:
+    """Add ``rows`` to the ``volumes.csv`` at ``path``, replacing earlier rows of their scans.
+
+    Several ``predict`` runs (or processes at once) can write into one folder: the table
+    is read, merged and rewritten atomically under a lock, so no run's rows are lost,
+    and the QC outlier flags are recomputed over the whole table.
+    """
+    new = pd.DataFrame(rows)
+    with file_lock(path.with_name(f".{path.name}.lock")):
+        table = new
+        if path.exists():
+            try:
+                old = pd.read_csv(path)
+            except (OSError, ValueError, pd.errors.ParserError):
+                old = None  # unreadable: replaced by this run's rows (the labels are intact)
+                log.warning("%s could not be read; rewriting it with this run's scans", path)
+            if old is not None and list(old.columns.drop("qc_flag", errors="ignore")) \
+                    == list(new.columns):
+                kept = old[~old["scan"].isin(new["scan"])].drop(columns="qc_flag",
+                                                                errors="ignore")
+                table = pd.concat([kept, new], ignore_index=True)
+            elif old is not None:
+                log.warning("%s has other columns (another model?); rewriting it with this "
+                            "run's scans", path)
+        table = table.sort_values("scan", kind="stable").reset_index(drop=True)
+        table["qc_flag"] = flag_outliers(table)
+        with atomic_output(path, clobber=True) as tmp:
+            table.to_csv(tmp, index=False, float_format="%.4f")
+    return path

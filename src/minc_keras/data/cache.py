@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -105,7 +106,7 @@ def preprocess_scan(row: dict, cache_dir: Path, stem: str) -> CachedScan:
     if values.min() < 0:
         raise DatasetError(
             f"label {row['label']} has negative values (e.g. {int(values.min())}); "
-            "labels must be class codes 0, 1, 2, ..."
+            "relabel it with class codes 0, 1, 2, ... (0 for background)"
         )
     data, _ = to_canonical(image.data, image.affine)
     labels, _ = to_canonical(label.data, label.affine)
@@ -197,10 +198,24 @@ def _class_values(scans: list[CachedScan]) -> list[int]:
         unseen = sorted(set(scan.label_values) - set(values))
         if unseen:
             raise DatasetError(
-                f"label {scan.label} has value {unseen[0]}, which no training label has; "
-                "relabel it or put a subject with that class into the training split"
+                f"label {scan.label} ({scan.category} split) has value {unseen[0]}, which no "
+                "training label has, so no model could learn it; relabel it, or choose another "
+                "--seed or --ratios so that a subject with that value is in the training split"
             )
     return values
+
+
+def _free_stem(base: str, taken: set[str]) -> str:
+    """``base``, or ``base_2``, ``base_3`` ... when scans of one session share it (runs).
+
+    >>> _free_stem("sub-01_ses-1", set()), _free_stem("sub-01_ses-1", {"sub-01_ses-1"})
+    ('sub-01_ses-1', 'sub-01_ses-1_2')
+    """
+    stem, n = base, 1
+    while stem in taken:
+        n += 1
+        stem = f"{base}_{n}"
+    return stem
 
 
 def build_cache(rows: Iterable[dict], root: str | Path, *, config: dict,
@@ -240,19 +255,29 @@ def build_cache(rows: Iterable[dict], root: str | Path, *, config: dict,
                 "another --target"
             )
         else:
-            old = {s["fingerprint"]: s for s in previous["scans"]}
+            stems = Counter(s["stem"] for s in previous["scans"])
+            # a stem shared by two scans (caches made before stems were unique) holds only
+            # the last one's arrays: preprocess both again
+            old = {s["fingerprint"]: s for s in previous["scans"] if stems[s["stem"]] == 1}
     root.mkdir(parents=True, exist_ok=True)
-    scans: list[CachedScan] = []
-    reused = 0
-    for row in progress(rows, desc="preprocessing", unit="scan", disable=quiet):
-        stem = f"{row['subject']}_{row['session']}" if row["session"] else row["subject"]
+    # reused scans keep their files; their stems are reserved before new scans get one
+    reuse: dict[int, dict] = {}
+    taken: set[str] = set()
+    for i, row in enumerate(rows):
         cached = old.get(_fingerprint(row["input"], row["label"]))
         if cached and (root / f"{cached['stem']}_img.npy").is_file():
-            scan = CachedScan(**{**cached, "category": row["category"]})
-            reused += 1
+            reuse[i] = cached
+            taken.add(cached["stem"])
+    scans: list[CachedScan] = []
+    for i, row in enumerate(progress(rows, desc="preprocessing", unit="scan", disable=quiet)):
+        if i in reuse:
+            scan = CachedScan(**{**reuse[i], "category": row["category"]})
         else:
-            scan = preprocess_scan(row, root, stem)
+            base = f"{row['subject']}_{row['session']}" if row["session"] else row["subject"]
+            scan = preprocess_scan(row, root, _free_stem(base, taken))
+        taken.add(scan.stem)
         scans.append(scan)
+    reused = len(reuse)
     manifest = {"version": CACHE_VERSION, "config": config,
                 "class_values": _class_values(scans), "scans": [asdict(s) for s in scans]}
     write_text_atomic(manifest_path, json.dumps(manifest, indent=1))

@@ -387,21 +387,27 @@ def _check_patterns(input_str: str | None, label_str: str | None) -> None:
 
 def _image_files(root: Path, exclude: Iterable[str | os.PathLike]) -> list[Path]:
     """Image files under ``root``, sorted by path; each real folder is read once."""
-    seen: set[tuple[int, int]] = set()
+    excluded: set[tuple[int, int]] = set()
     for folder in exclude:
         try:
             st = os.stat(folder)
         except OSError:
             continue
-        seen.add((st.st_dev, st.st_ino))
+        excluded.add((st.st_dev, st.st_ino))
+    seen = set(excluded)
     found: list[Path] = []
     real: list[str] = [os.fspath(root)]  # searched first, so a link into the tree is skipped
     linked: list[str] = []
     while real or linked:
+        via_link = not real
         folder = real.pop() if real else linked.pop(0)
         try:
             st = os.stat(folder)
             if (st.st_dev, st.st_ino) in seen:
+                if via_link and (st.st_dev, st.st_ino) not in excluded:
+                    log.warning("skipping linked folder %s: it leads to %s, which is searched "
+                                "already (a link loop or a second link)", folder,
+                                os.path.realpath(folder))
                 continue
             seen.add((st.st_dev, st.st_ino))
             with os.scandir(folder) as it:

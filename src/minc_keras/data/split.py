@@ -85,7 +85,8 @@ def check_ratios(ratios: Sequence[float]) -> tuple[float, float]:
     train, validate = (float(v) for v in values)
     shown = f"--ratios {train:g} {validate:g}"
     if not all(math.isfinite(v) and 0 <= v <= 1 for v in (train, validate)):
-        raise UsageError(f"{shown}: each ratio must be between 0 and 1, e.g. --ratios 0.7 0.15")
+        raise UsageError(f"{shown}: each ratio must be between 0 and 1; give two fractions "
+                         "such as --ratios 0.7 0.15")
     if train + validate > 1 + _TOLERANCE:
         raise UsageError(
             f"{shown} sum to {train + validate:g}, above 1; the test split gets "
