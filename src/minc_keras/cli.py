@@ -95,6 +95,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
                        help="random flips, rotations, scaling, gamma, bias field and noise on "
                        "the training slices (default off)")
+    group.add_argument("--devices", type=int, default=1,
+                       help="train data-parallel over this many devices, e.g. GPUs (JAX "
+                       "backend: KERAS_BACKEND=jax; default 1)")
     group.add_argument("--resume", action="store_true",
                        help="continue an interrupted training from its last checkpoint, with "
                        "the settings it was started with (other model flags are ignored)")
@@ -231,7 +234,7 @@ def _train_options(args: argparse.Namespace):
         class_names=args.class_names, views=args.views,
         quiet=args.quiet or args.verbose == 0, time_budget=args.time_budget,
         schedule=args.schedule, augment=args.augment, precision=args.precision,
-        recipe=args.recipe, resume=args.resume,
+        recipe=args.recipe, resume=args.resume, devices=args.devices,
     )
 
 

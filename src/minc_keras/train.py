@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from minc_keras.data.cache import CROP_MARGIN, SliceCache
 from minc_keras.data.dataset import SliceDataset, slice_size
 from minc_keras.data.preprocess import VIEW_AXES
 from minc_keras.errors import UsageError
+from minc_keras.evaluate import check_classes, load_trained
 from minc_keras.model_info import attach_info
 from minc_keras.models import (
     SpatialMultiple,
@@ -47,7 +49,9 @@ class TrainOptions:
     ``precision="bfloat16"`` computes in bfloat16 with float32 weights (faster on CPUs with
     AVX-512 BF16 or AMX, and the saved model predicts in bfloat16 too). ``resume``
     continues an interrupted training from its last checkpoint, with the settings it was
-    started with (``model/config.json``).
+    started with (``model/config.json``). ``devices`` > 1 trains data-parallel over
+    that many devices (Keras' distribution API, JAX backend): every batch is split
+    evenly across them and the gradients are averaged.
     """
 
     model_type: str = "model_0_0"
@@ -76,6 +80,7 @@ class TrainOptions:
     precision: str = "float32"
     recipe: str | None = None
     resume: bool = False
+    devices: int = 1
     builder: Callable | None = field(default=None, repr=False)
 
 
@@ -367,10 +372,62 @@ def _refuse_unfinished(target: Path, options: TrainOptions) -> None:
             )
 
 
+def _check_options(options: TrainOptions) -> None:
+    """Refuse counts below 1 before anything is written."""
+    for flag, value in (("--epochs", options.epochs), ("--batch-size", options.batch_size),
+                        ("--devices", options.devices)):
+        if value < 1:
+            raise UsageError(f"{flag} {value} is below 1; give a whole number of 1 or more")
+
+
+def _kept_model(path: Path, cache: SliceCache) -> keras.Model:
+    """A trained model kept from an earlier run, checked against the prepared data."""
+    model, info = load_trained(path, compile=False)
+    check_classes(info, cache, path)
+    return model
+
+
 def _clean_temporaries(folder: Path) -> None:
     """Remove the temporary files a killed run left behind (see :mod:`minc_keras.atomic`)."""
     for stale in folder.rglob(".*.tmp*"):
         stale.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def data_parallel(devices: int, batch_size: int) -> Iterator[None]:
+    """Train data-parallel over ``devices`` devices inside this block (1: no change).
+
+    Keras' distribution API replicates the weights on every device and splits each
+    batch between them; it is implemented for the JAX backend
+    (``KERAS_BACKEND=jax``), on GPUs, TPUs or, for testing, several host CPU devices
+    (``XLA_FLAGS=--xla_force_host_platform_device_count=2``).
+
+    Raises
+    ------
+    UsageError
+        If the backend is not JAX, fewer devices are present, or ``batch_size`` does
+        not split evenly.
+    """
+    if devices == 1:
+        yield
+        return
+    backend = keras.backend.backend()
+    if backend != "jax":
+        raise UsageError(f"--devices {devices} needs the JAX backend (the {backend} backend is "
+                         "in use); install jax and set KERAS_BACKEND=jax")
+    found = keras.distribution.list_devices()
+    if devices < 1 or devices > len(found):
+        raise UsageError(f"--devices {devices}: {len(found)} device(s) found ({', '.join(found)})"
+                         f"; give a number from 1 to {len(found)}")
+    if batch_size % devices:
+        raise UsageError(f"--batch-size {batch_size} does not split evenly over {devices} "
+                         f"devices; give a multiple of {devices}")
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=found[:devices]))
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(previous)
 
 
 def train(target: str | Path, options: TrainOptions) -> TrainResult:
@@ -405,9 +462,12 @@ def train(target: str | Path, options: TrainOptions) -> TrainResult:
         _refuse_unfinished(target, options)
         log.info("%s exists; evaluating it without retraining (pass --clobber to retrain)",
                  paths[0])
-        parameters = sum(keras.saving.load_model(p).count_params() for p in paths if p.exists())
+        parameters = sum(_kept_model(p, cache).count_params() for p in paths if p.exists())
         history = json.loads(history_path.read_text()) if history_path.exists() else {}
         return TrainResult(paths[0], parameters, history, 0.0, trained=False)
+
+    _check_options(options)
+    build_network(cache, options, options.views[0])  # refuse bad model flags before writing
 
     if not options.resume:
         if options.clobber:  # a fresh start must not resume the old run's checkpoints
@@ -417,6 +477,13 @@ def train(target: str | Path, options: TrainOptions) -> TrainResult:
         write_text_atomic(target / "model" / "config.json",
                           json.dumps({k: v for k, v in asdict(options).items()
                                       if k not in ("builder", "resume")}, indent=1, default=str))
+    with data_parallel(options.devices, options.batch_size):
+        return _train_views(target, cache, paths, options)
+
+
+def _train_views(target: Path, cache: SliceCache, paths: list[Path],
+                 options: TrainOptions) -> TrainResult:
+    """Train (or keep, when resuming) the model of each view in turn."""
     result = TrainResult(paths[0], 0, {}, 0.0, trained=not options.make_model_only)
     spent = 0.0  # training seconds of the views before this one, earlier runs included
     for done, (view, path) in enumerate(zip(options.views, paths, strict=True)):
@@ -424,7 +491,7 @@ def train(target: str | Path, options: TrainOptions) -> TrainResult:
         state = read_state(state_path) if options.resume else None
         if state is not None and state.get("complete") and path.exists():
             log.info("%s view: finished earlier, kept", view)
-            result.parameters += keras.saving.load_model(path).count_params()
+            result.parameters += _kept_model(path, cache).count_params()
             result.histories[view] = _read_history(target, view, options.views)
             spent += float(state.get("seconds", 0.0))
             continue
@@ -480,11 +547,19 @@ def _fit(model: keras.Model, info: dict, cache: SliceCache, options: TrainOption
     common = {"view": view, "batch_size": options.batch_size,
               "num_outputs": info["num_outputs"], "multiple": info["multiple"]}
     augment = SliceAugmenter() if options.augment else None
+    # every training step sees a full batch (the slices left over change each epoch);
+    # with several devices validation batches must split evenly too
     train_data = SliceDataset(cache, "train", shuffle=True, seed=options.seed, augment=augment,
-                              **common)
-    validate_data = SliceDataset(cache, "validate", **common)
-    if train_data.num_slices == 0:
-        raise UsageError(f"the training split in {target / 'data'} holds no slices to learn from")
+                              drop_remainder=True, **common)
+    if len(train_data) == 0 and options.devices == 1:  # fewer slices than one batch
+        train_data.drop_remainder = False
+    validate_data = SliceDataset(cache, "validate", drop_remainder=options.devices > 1,
+                                 **common)
+    if len(train_data) == 0:
+        raise UsageError(f"the training split in {target / 'data'} holds no slices to learn from"
+                         if train_data.num_slices == 0 else
+                         f"the training split in {target / 'data'} holds fewer slices "
+                         f"({train_data.num_slices}) than one batch; lower --batch-size")
     log.info("training %s, %s view (%d parameters) on %d slices, validating on %d",
              options.model_type, view, model.count_params(), train_data.num_slices,
              validate_data.num_slices)
@@ -495,7 +570,7 @@ def _fit(model: keras.Model, info: dict, cache: SliceCache, options: TrainOption
         history = {key: values[:resumed["epochs_done"]]
                    for key, values in _read_history(target, view, options.views).items()}
     saver = _BestAndLast(path, last, target / "model" / f"history{suffix}.json",
-                         "val_loss" if validate_data.num_slices else "loss",
+                         "val_loss" if len(validate_data) else "loss",
                          resumed=resumed, history=history)
     first_epoch = saver.epochs_done
     callbacks: list[keras.callbacks.Callback] = [_EpochOrder(train_data), saver]
@@ -510,7 +585,7 @@ def _fit(model: keras.Model, info: dict, cache: SliceCache, options: TrainOption
                                             seconds_done=saver.seconds_before,
                                             steps_done=first_epoch * len(train_data)))
     if first_epoch < options.epochs and (budget is None or saver.seconds_before < budget):
-        model.fit(train_data, validation_data=validate_data if validate_data.num_slices else None,
+        model.fit(train_data, validation_data=validate_data if len(validate_data) else None,
                   epochs=options.epochs, initial_epoch=first_epoch, callbacks=callbacks,
                   shuffle=False,  # the dataset shuffles, by seed and epoch (resumable)
                   verbose=_keras_verbosity(options.quiet))

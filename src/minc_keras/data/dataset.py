@@ -99,12 +99,16 @@ class SliceDataset(keras.utils.PyDataset):
     seed : int
     augment : callable, optional
         ``augment(images, classes, rng) -> (images, classes)`` applied to each batch.
+    drop_remainder : bool
+        Leave out the last, incomplete batch (data-parallel training splits every batch
+        evenly over the devices).
     """
 
     def __init__(self, cache: SliceCache, category: str, view: str = "axial", *,
                  batch_size: int = 16, num_outputs: int | None = None, multiple: int = 1,
                  shuffle: bool = False, seed: int = 0,
-                 augment: Callable | None = None, **kwargs) -> None:
+                 augment: Callable | None = None, drop_remainder: bool = False,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.cache = cache
         self.axis = VIEW_AXES[view]
@@ -113,6 +117,7 @@ class SliceDataset(keras.utils.PyDataset):
         self.size = slice_size(cache, view, multiple)
         self.shuffle = shuffle
         self.augment = augment
+        self.drop_remainder = drop_remainder
         self.seed = seed
         self.epoch = 0
         self.index = np.array(
@@ -123,6 +128,8 @@ class SliceDataset(keras.utils.PyDataset):
         self.set_epoch(0)
 
     def __len__(self) -> int:
+        if self.drop_remainder:
+            return len(self.index) // self.batch_size
         return math.ceil(len(self.index) / self.batch_size)
 
     @property
