@@ -179,6 +179,18 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
     predict.add_argument("--tta", action="store_true",
                          help="also segment the left-right mirrored scan and average")
     predict.add_argument("--clobber", action="store_true", help="replace existing outputs")
+    predict.add_argument("--skip-existing", dest="skip_existing", action="store_true",
+                         help="leave out scans whose labels exist in the output folder (resume "
+                         "an interrupted run; on by default with --scheduler dask)")
+    predict.add_argument("--scheduler", choices=("serial", "dask"), default="serial",
+                         help="serial (default), or dask: scans in parallel on a "
+                         "dask.distributed cluster, local unless --scheduler-address is given")
+    predict.add_argument("--workers", type=int, default=2,
+                         help="worker processes of the local Dask cluster (default 2)")
+    predict.add_argument("--scheduler-address", dest="scheduler_address", default=None,
+                         metavar="ADDRESS",
+                         help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (a cluster "
+                         "started by dask-jobqueue on SLURM, say)")
     _add_common(predict)
 
     models = sub.add_parser("models", help="list the model zoo with parameter counts")
@@ -304,8 +316,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     report = predict_scans(args.model, args.inputs, args.output, clobber=args.clobber,
                            save_probabilities=args.save_probabilities,
-                           batch_size=args.batch_size, tta=args.tta, quiet=args.quiet)
+                           batch_size=args.batch_size, tta=args.tta, quiet=args.quiet,
+                           skip_existing=args.skip_existing or args.scheduler == "dask",
+                           scheduler=args.scheduler, workers=args.workers,
+                           scheduler_address=args.scheduler_address)
     print(f"segmented {len(report.rows)} scans into {args.output}")
+    if report.skipped:
+        print(f"left out {len(report.skipped)} scans whose labels exist already "
+              "(--clobber redoes them)")
     if report.table_path is not None:
         print(f"wrote {report.table_path}")
     if report.failures:

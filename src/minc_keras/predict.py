@@ -179,7 +179,9 @@ def segment_file(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path:
 
 def predict_scans(model_path: str | os.PathLike, inputs: list[str], out_dir: str | os.PathLike,
                   *, clobber: bool = False, save_probabilities: bool = False,
-                  batch_size: int = 8, tta: bool = False, quiet: bool = False) -> PredictReport:
+                  batch_size: int = 8, tta: bool = False, quiet: bool = False,
+                  skip_existing: bool = False, scheduler: str = "serial", workers: int = 2,
+                  scheduler_address: str | None = None) -> PredictReport:
     """Segment every scan named by ``inputs`` with the model at ``model_path``.
 
     Parameters
@@ -200,6 +202,16 @@ def predict_scans(model_path: str | os.PathLike, inputs: list[str], out_dir: str
         Average in the prediction of the left-right mirrored scan.
     quiet : bool
         No progress bar.
+    skip_existing : bool
+        Leave out scans whose labels exist already in ``out_dir`` (resume an
+        interrupted cohort run); they are listed in ``report.skipped``.
+    scheduler : {"serial", "dask"}
+        ``"dask"`` segments the scans in parallel on ``dask.distributed``
+        (:mod:`minc_keras.cohort`), with the same outputs as the serial run.
+    workers : int
+        Worker processes of the local Dask cluster.
+    scheduler_address : str, optional
+        A running Dask scheduler to use instead of a local cluster.
 
     Returns
     -------
@@ -209,12 +221,25 @@ def predict_scans(model_path: str | os.PathLike, inputs: list[str], out_dir: str
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UsageError(f"--batch-size {batch_size} is below 1; give a whole number of slices "
                          "per pass, such as 8")
-    segmenter = load_segmenter(Path(model_path), tta=tta)
+    if scheduler not in ("serial", "dask"):
+        raise UsageError(f"--scheduler {scheduler} is not known; choose serial or dask")
+    segmenter = load_segmenter(Path(model_path), tta=tta)  # checks the model once, up front
     scans = collect_inputs(inputs)
     out_dir = Path(out_dir)
     # an output folder that cannot be written fails once, not once per scan
     check_writable(out_dir / "volumes.csv", clobber=True)
     report = PredictReport()
+    if skip_existing and not clobber:
+        report.skipped = [p for p in scans if _outputs(p, out_dir)[0].exists()]
+        scans = [p for p in scans if not _outputs(p, out_dir)[0].exists()]
+    if scheduler == "dask" and scans:
+        from minc_keras.cohort import segment_on_dask
+
+        report.rows, report.failures = segment_on_dask(
+            Path(model_path), scans, out_dir, clobber=clobber,
+            save_probabilities=save_probabilities, batch_size=batch_size, tta=tta,
+            workers=workers, address=scheduler_address, quiet=quiet)
+        scans = []
     for path in progress(scans, desc="segmenting", unit="scan", disable=quiet):
         try:
             row = segment_file(segmenter, path, out_dir, model_path=Path(model_path),

@@ -1,0 +1,76 @@
+"""`predict --scheduler dask`: a cohort in parallel on a LocalCluster of 2 workers."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from synthetic import XYZ_AFFINE, make_subject, write_dataset
+
+from minc_keras.cli import main
+from minc_keras.io import Volume, write_volume
+
+pytest.importorskip("dask.distributed", reason="needs dask.distributed")
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cohort-model")
+    source = write_dataset(root / "source", n_subjects=6, fmt="nii")
+    target = root / "run"
+    assert main(["--source", str(source), "--target", str(target), "--input-str", "T1w_anat",
+                 "--label-str", "seg", "--ratios", "0.7", "0.15", "--epochs", "2",
+                 "--batch-size", "8", "--lr", "5e-3", "--quiet"]) == 0
+    return target / "model" / "model.keras"
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cohort")
+    for seed in range(40, 46):
+        write_volume(Volume(make_subject(seed)[0], XYZ_AFFINE.copy()),
+                     folder / f"sub-{seed}_T1w.nii.gz")
+    (folder / "sub-99_T1w.nii.gz").write_bytes(b"not a scan")  # one bad scan in the cohort
+    return folder
+
+
+def _predict(model_path, out, folder, *extra):
+    return main(["predict", "--model", str(model_path), "-o", str(out), "--quiet", str(folder),
+                 *extra])
+
+
+def test_dask_gives_the_serial_files_and_survives_a_bad_scan(model_path, cohort, tmp_path,
+                                                              capsys):
+    assert _predict(model_path, tmp_path / "serial", cohort) == 2  # the bad scan fails
+    capsys.readouterr()
+    assert _predict(model_path, tmp_path / "dask", cohort, "--scheduler", "dask",
+                    "--workers", "2") == 2
+    captured = capsys.readouterr()
+    assert "segmented 6 scans" in captured.out
+    assert "sub-99_T1w.nii.gz" in captured.err  # listed as failed, the others done
+    serial = sorted(p.name for p in (tmp_path / "serial").iterdir())
+    assert sorted(p.name for p in (tmp_path / "dask").iterdir()) == serial
+    for name in serial:
+        if name.endswith(".nii.gz"):  # NIfTI output has no time stamps: byte for byte
+            assert (tmp_path / "dask" / name).read_bytes() == \
+                (tmp_path / "serial" / name).read_bytes(), name
+    table = pd.read_csv(tmp_path / "dask" / "volumes.csv").drop(columns="output")
+    pd.testing.assert_frame_equal(
+        table, pd.read_csv(tmp_path / "serial" / "volumes.csv").drop(columns="output"))
+
+    # a re-run (say after the job was killed) leaves out the scans already done
+    assert _predict(model_path, tmp_path / "dask", cohort, "--scheduler", "dask",
+                    "--workers", "2") == 2
+    out = capsys.readouterr().out
+    assert "left out 6 scans" in out
+    assert "segmented 0 scans" in out
+
+
+def test_unreachable_scheduler_is_a_clear_error(model_path, cohort, tmp_path, capsys):
+    dask = pytest.importorskip("dask")
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        code = _predict(model_path, tmp_path / "out", cohort, "--scheduler", "dask",
+                        "--scheduler-address", "tcp://127.0.0.1:1")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:1" in err
+    assert "Traceback" not in err
