@@ -118,3 +118,18 @@ def test_file_lock_serialises_read_modify_write_across_processes(tmp_path):
 def test_file_lock_in_a_folder_that_cannot_be_written(tmp_path):
     with pytest.raises(TargetError, match="lock file"), file_lock(tmp_path / "no" / "x.lock"):
         pass
+
+
+def test_outputs_get_the_usual_permissions_not_the_temporary_files(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        new = write_volume(Volume(np.ones((3, 4, 5), np.float32), np.eye(4)), tmp_path / "a.mnc")
+        assert new.stat().st_mode & 0o777 == 0o644  # readable by the lab, as open() would make
+        shared = tmp_path / "b.csv"
+        shared.write_text("old")
+        shared.chmod(0o664)
+        with atomic_output(shared, clobber=True) as tmp:
+            tmp.write_text("new")
+        assert shared.stat().st_mode & 0o777 == 0o664  # a replaced file keeps its mode
+    finally:
+        os.umask(mask)

@@ -58,6 +58,17 @@ def check_writable(path: str | os.PathLike, *, clobber: bool = False) -> Path:
     return path
 
 
+def _default_mode() -> int:
+    """The mode of a new file under the current umask (0644 with the usual 022)."""
+    try:  # Linux shows the umask without changing it (os.umask would, for a moment)
+        with open("/proc/self/status") as status:
+            mask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, *, clobber: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
@@ -95,6 +106,8 @@ def atomic_output(path: str | os.PathLike, *, clobber: bool = False) -> Iterator
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        # mkstemp makes the file private (0600): give it the mode a plain open() would
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else _default_mode())
         if not clobber and path.exists():
             raise OutputExistsError(f"{path} exists already; pass --clobber to replace it")
         os.replace(tmp, path)

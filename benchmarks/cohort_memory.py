@@ -1,0 +1,126 @@
+"""Peak memory of prepare, train and predict on a small and on a workshop-sized cohort.
+
+The workshop had 261 subjects. This script makes cohorts of ``--small`` and ``--large``
+subjects from the 15 OASIS dev scans (each new subject is a dev subject resampled
+through a random affine: up to 6 degrees of rotation, 6 % of scaling and 3 mm of
+shift, with its intensities scaled), then runs the product's own commands on each and
+prints the peak resident memory (RSS) of each command, measured by the kernel for the
+child process:
+
+- ``minc-keras prepare`` (the whole cohort into the slice cache),
+- ``minc-keras train --recipe fast --time-budget M`` (the same minutes for both sizes:
+  memory must not grow with the cohort, whatever the duration),
+- ``minc-keras predict`` over every scan of the cohort.
+
+Usage::
+
+    python benchmarks/cohort_memory.py --work /tmp/cohorts [--small 15] [--large 261]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import DATA
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
+
+from minc_keras.io import read_volume, write_volume
+
+MEASURE = ("import resource, subprocess, sys; "
+           "code = subprocess.run(sys.argv[1:]).returncode; "
+           "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)")
+
+
+def peak_rss(command: list[str]) -> tuple[float, float]:
+    """Run ``command`` in a fresh process; its peak RSS in MB and its wall seconds."""
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", MEASURE, *command], check=True,
+                            stdout=subprocess.PIPE, text=True)
+    kilobytes, code = result.stdout.strip().splitlines()[-1].split()
+    if int(code) != 0:
+        raise SystemExit(f"{' '.join(command)} failed with exit status {code}")
+    return int(kilobytes) / 1024, time.perf_counter() - start
+
+
+def make_subject(image, label, dest: Path, name: str, rng: np.random.Generator) -> None:
+    """Write ``image`` and ``label`` moved through one random affine as subject ``name``."""
+    rotation = Rotation.from_rotvec(np.deg2rad(rng.uniform(-6, 6, 3))).as_matrix()
+    matrix = rotation @ np.diag(rng.uniform(0.94, 1.06, 3))
+    centre = (np.asarray(image.shape) - 1) / 2
+    offset = centre - matrix @ centre + rng.uniform(-3, 3, 3)
+    moved = ndimage.affine_transform(image.data.astype(np.float32), matrix, offset, order=1)
+    labels = ndimage.affine_transform(label.data, matrix, offset, order=0)
+    folder = dest / name
+    write_volume(image.with_data(moved * np.float32(rng.uniform(0.8, 1.2))),
+                 folder / f"{name}_T1w_anat.mnc", clobber=True)
+    write_volume(label.with_data(labels), folder / f"{name}_variant-seg.mnc", clobber=True)
+
+
+def make_cohort(source: Path, dest: Path, size: int) -> Path:
+    """``size`` subjects made from the dev subjects under ``source`` (kept if made before)."""
+    subjects = sorted(p.name for p in source.iterdir() if p.is_dir())
+    rng = np.random.default_rng(size)
+    done = 0
+    for k in range(size):
+        base = subjects[k % len(subjects)]
+        name = f"sub-C{k:04d}"
+        if (dest / name / f"{name}_variant-seg.mnc").exists():
+            rng.random(10)  # keep the random stream of later subjects unchanged
+            continue
+        image = read_volume(source / base / f"{base}_T1w_anat.mnc")
+        label = read_volume(source / base / f"{base}_variant-seg.mnc", label=True)
+        make_subject(image, label, dest, name, rng)
+        done += 1
+    print(f"cohort of {size}: {done} subjects written to {dest}", flush=True)
+    return dest
+
+
+def measure(cohort: Path, work: Path, minutes: float) -> dict[str, tuple[float, float]]:
+    """Peak RSS and wall time of prepare, train and predict on one cohort."""
+    target = work / f"run-{cohort.name}"
+    tool = [sys.executable, "-m", "minc_keras"]
+    results = {}
+    results["prepare"] = peak_rss([*tool, "prepare", "--source", str(cohort), "--target",
+                                   str(target), "--input-str", "T1w_anat", "--label-str",
+                                   "variant-seg", "--ratios", "0.9", "0.1", "--quiet"])
+    results["train"] = peak_rss([*tool, "train", "--target", str(target), "--recipe", "fast",
+                                 "--time-budget", str(minutes), "--clobber", "--quiet"])
+    results["predict"] = peak_rss([*tool, "predict", "--model",
+                                   str(target / "model" / "model.keras"), "-o",
+                                   str(work / f"predict-{cohort.name}"), "--clobber",
+                                   "--quiet", str(cohort)])
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, required=True, help="folder for cohorts and runs")
+    parser.add_argument("--small", type=int, default=15)
+    parser.add_argument("--large", type=int, default=261)
+    parser.add_argument("--minutes", type=float, default=2.0, help="training time budget")
+    args = parser.parse_args()
+    source = DATA / "oasis-dev"
+    if not source.is_dir():
+        sys.exit(f"{source} not found: the OASIS dev data are needed (../shared/data)")
+    table = {}
+    for size in (args.small, args.large):
+        cohort = make_cohort(source, args.work / f"cohort-{size}", size)
+        table[size] = measure(cohort, args.work, args.minutes)
+        for step, (mb, seconds) in table[size].items():
+            print(f"{size:4d} subjects  {step:8s} peak RSS {mb:7.0f} MB  ({seconds / 60:.1f} min)",
+                  flush=True)
+    print("\npeak RSS, large / small cohort:")
+    for step in table[args.small]:
+        ratio = table[args.large][step][0] / table[args.small][step][0]
+        print(f"  {step:8s} {table[args.small][step][0]:6.0f} MB -> "
+              f"{table[args.large][step][0]:6.0f} MB  (x{ratio:.2f})")
+
+
+if __name__ == "__main__":
+    main()
