@@ -103,20 +103,25 @@ def test_time_budget_ends_training_early_with_a_checkpoint(tmp_path, capsys):
     assert (target / "model" / "model.keras").is_file()
 
 
-def test_bfloat16_training_saves_a_model_that_predicts_float32(tmp_path):
+@pytest.mark.parametrize("flags", [("--precision", "bfloat16"), ("--mixed-precision",)])
+def test_16_bit_training_saves_a_model_that_predicts_float32(tmp_path, flags):
     import keras
 
+    from minc_keras.train import accelerator
+
+    # --mixed-precision: bfloat16 on a CPU, float16 (with loss scaling) on a GPU
+    expected = "mixed_float16" if flags[0] == "--mixed-precision" and accelerator() \
+        else "mixed_bfloat16"
     source = write_dataset(tmp_path / "source", n_subjects=4)
     target = tmp_path / "run"
     argv = ["--source", str(source), "--target", str(target), "--input-str", "T1w_anat",
             "--label-str", "seg", "--ratios", "0.5", "0.25", "--model-type", "unet",
-            "--nK", "4", "--epochs", "1", "--batch-size", "4", "--precision", "bfloat16",
-            "--quiet"]
+            "--nK", "4", "--epochs", "1", "--batch-size", "4", *flags, "--quiet"]
     assert main(argv) == 0
     model = keras.saving.load_model(target / "model" / "model.keras")
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
     policies = {layer.dtype_policy.name for layer in model.layers[1].layers}
-    assert "mixed_bfloat16" in policies
+    assert expected in policies
     out = model.predict(np.zeros((1, 32, 32, 1), np.float32), verbose=0)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out.sum(-1), 1.0, atol=1e-3)

@@ -89,9 +89,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
                        help="learning rate: constant, or warm-up then cosine decay over the "
                        "epochs or the time budget (default constant)")
-    group.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
-                       help="bfloat16 computes with bfloat16 activations and float32 weights: "
-                       "faster on CPUs with AVX-512 BF16 or AMX (default float32)")
+    group.add_argument("--precision", choices=("float32", "bfloat16", "float16", "mixed"),
+                       default="float32",
+                       help="float32 (default); bfloat16 or float16 compute with 16-bit "
+                       "activations and float32 weights (bfloat16: CPUs with AVX-512 BF16 or "
+                       "AMX; float16: GPUs); mixed picks float16 on a GPU, bfloat16 otherwise")
+    group.add_argument("--mixed-precision", dest="precision", action="store_const",
+                       const="mixed", help="the same as --precision mixed")
     group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
                        help="random flips, rotations, scaling, gamma, bias field and noise on "
                        "the training slices (default off)")

@@ -35,7 +35,40 @@ log = logging.getLogger(__name__)
 
 
 #: ``--precision`` names and the Keras dtype policies they set while building a network.
-PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+#: ``mixed`` (``--mixed-precision``) is float16 on a GPU and bfloat16 on a CPU.
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16",
+              "mixed": None}
+
+
+def accelerator() -> str | None:
+    """The GPU Keras computes on, such as ``"cuda:0 (NVIDIA H100)"``; None on a CPU."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{torch.cuda.current_device()} ({torch.cuda.get_device_name()})"
+    elif backend == "jax":
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        if gpus:
+            return f"{gpus[0]} ({len(gpus)} GPU(s))"
+    return None
+
+
+def dtype_policy(precision: str) -> str:
+    """The Keras dtype policy of a ``--precision`` name (``mixed`` looks for a GPU).
+
+    >>> dtype_policy("float32"), dtype_policy("bfloat16")
+    ('float32', 'mixed_bfloat16')
+    """
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision} is not known; choose one of "
+                         f"{', '.join(PRECISIONS)}")
+    if precision == "mixed":  # float16 with loss scaling on GPUs; bfloat16 needs none
+        return "mixed_float16" if accelerator() else "mixed_bfloat16"
+    return PRECISIONS[precision]
 
 
 @dataclass
@@ -47,7 +80,9 @@ class TrainOptions:
     then cosine decay of the learning rate over the epochs or the time budget);
     ``augment`` perturbs the training slices (:class:`~minc_keras.data.augment.SliceAugmenter`);
     ``precision="bfloat16"`` computes in bfloat16 with float32 weights (faster on CPUs with
-    AVX-512 BF16 or AMX, and the saved model predicts in bfloat16 too). ``resume``
+    AVX-512 BF16 or AMX, and the saved model predicts in bfloat16 too); ``"float16"``
+    likewise in float16 with loss scaling (GPUs); ``"mixed"`` picks float16 on a GPU,
+    bfloat16 otherwise. ``resume``
     continues an interrupted training from its last checkpoint, with the settings it was
     started with (``model/config.json``). ``devices`` > 1 trains data-parallel over
     that many devices (Keras' distribution API, JAX backend): every batch is split
@@ -130,11 +165,9 @@ def model_path(target: Path, options: TrainOptions) -> Path:
 def build_network(cache: SliceCache, options: TrainOptions, view: str = "axial", *,
                   ensemble: list[str] | None = None) -> tuple[keras.Model, dict]:
     """The network for one view of this cache, with its prediction metadata attached."""
-    if options.precision not in PRECISIONS:
-        raise UsageError(f"--precision {options.precision} is not known; choose one of "
-                         f"{', '.join(PRECISIONS)}")
+    wanted = dtype_policy(options.precision)
     policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(PRECISIONS[options.precision])
+    keras.config.set_dtype_policy(wanted)
     try:
         return _build_network(cache, options, view, ensemble)
     finally:
@@ -560,9 +593,9 @@ def _fit(model: keras.Model, info: dict, cache: SliceCache, options: TrainOption
                          if train_data.num_slices == 0 else
                          f"the training split in {target / 'data'} holds fewer slices "
                          f"({train_data.num_slices}) than one batch; lower --batch-size")
-    log.info("training %s, %s view (%d parameters) on %d slices, validating on %d",
+    log.info("training %s, %s view (%d parameters) on %d slices, validating on %d, on %s",
              options.model_type, view, model.count_params(), train_data.num_slices,
-             validate_data.num_slices)
+             validate_data.num_slices, accelerator() or "the CPU")
     last, _ = checkpoint_paths(target, view, options.views)
     suffix = "" if view == options.views[0] else f"_{view}"
     history = {}
