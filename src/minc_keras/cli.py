@@ -201,6 +201,12 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
     models.add_argument("--num-classes", dest="num_classes", type=int, default=3)
     _add_common(models)
 
+    compare = sub.add_parser("compare", help="compare runs: parameters, accuracy, Dice, times")
+    compare.add_argument("targets", nargs="+", metavar="TARGET", help="run folders to compare")
+    compare.add_argument("-o", "--output", default=".",
+                         help="folder for compare.csv and compare.png (default .)")
+    _add_common(compare)
+
     convert = sub.add_parser("convert", help="MINC1/MINC2/NIfTI -> MINC2/NIfTI, same geometry")
     convert.add_argument("input", help="volume to read (.mnc, .mnc.gz, .nii, .nii.gz)")
     convert.add_argument("output", help="volume to write; .mnc writes MINC2, .nii[.gz] NIfTI")
@@ -287,6 +293,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         else:
             for path in result.predictions:
                 print(f"wrote {path}")
+            print(f"report: {result.report}")
         sys.stdout.flush()
 
     run_pipeline(args.source, args.target, input_str=args.input_str, label_str=args.label_str,
@@ -307,11 +314,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from minc_keras.evaluate import evaluate, predict_test_subjects
+    from minc_keras.html_report import write_html_report
 
     _print_evaluation(evaluate(args.target, model_name=args.model_name, quiet=args.quiet))
     for path in predict_test_subjects(args.target, args.predict, model_name=args.model_name,
                                       quiet=args.quiet):
         print(f"wrote {path}")
+    print(f"report: {write_html_report(args.target)}")
     return 0
 
 
@@ -343,6 +352,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     for row in describe_models(args.num_classes):
         print(f"{row['name']:<10} {row['parameters']:>10,}  {row['layers']}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from minc_keras.compare import compare_runs, format_table
+
+    table, csv_path, png_path = compare_runs(args.targets, args.output)
+    print(format_table(table))
+    print(f"wrote {csv_path}\nwrote {png_path}")
     return 0
 
 
@@ -395,6 +413,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "predict": _cmd_predict,
     "models": _cmd_models,
     "convert": _cmd_convert,
+    "compare": _cmd_compare,
     "demo-data": _cmd_demo_data,
 }
 

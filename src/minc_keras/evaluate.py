@@ -4,6 +4,7 @@ and the ``--predict`` label volumes and montages of chosen test subjects."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from minc_keras.model_info import read_info
 from minc_keras.models import dice_per_class
 from minc_keras.progress import progress
 from minc_keras.report import save_montage
+from minc_keras.run_summary import write_summary
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class Evaluation:
     table: pd.DataFrame
     mean_dice: dict[str, float]
     parameters: int
+    seconds_per_volume: float = float("nan")  # median network time per test volume
 
 
 def load_trained(path: Path, *, compile: bool = True) -> tuple[keras.Model, dict]:
@@ -108,7 +111,7 @@ def evaluate(target: str | Path, *, model_name: str = "model.keras", batch_size:
     segmenter = load_segmenter(path)
     test = cache.by_category("test")
     table = pd.DataFrame()
-    loss = metric = float("nan")
+    loss = metric = seconds_per_volume = float("nan")
     metric_name = "categorical_accuracy"
     if test:
         data = SliceDataset(cache, "test", view=info["view"], batch_size=batch_size,
@@ -118,9 +121,12 @@ def evaluate(target: str | Path, *, model_name: str = "model.keras", batch_size:
         metric_name = next((k for k in scores if k.endswith("accuracy")), metric_name)
         metric = float(scores.get(metric_name, np.nan))
         rows = []
+        seconds = []  # network time per volume, for the report
         for index in progress(test, desc="evaluating", unit="scan", disable=quiet):
             scan = cache.scans[index]
+            start = time.perf_counter()
             predicted = segment_cached(segmenter, cache, index)
+            seconds.append(time.perf_counter() - start)
             truth = cache.classes(np.asarray(cache.label(index)))
             if info["num_outputs"] == 1:
                 truth = (truth > 0).astype(np.uint8)
@@ -135,11 +141,19 @@ def evaluate(target: str | Path, *, model_name: str = "model.keras", batch_size:
                     "volume_pred_ml": float((predicted == c).sum() * voxel_ml),
                 })
         table = pd.DataFrame(rows)
+        seconds_per_volume = float(np.median(seconds))
     with atomic_output(target / "report" / "metrics.csv", clobber=True) as tmp:
         table.to_csv(tmp, index=False)
     mean_dice = (table.groupby("class_name", sort=False)["dice"].mean().to_dict()
                  if len(table) else {})
-    return Evaluation(loss, metric, metric_name, table, mean_dice, segmenter.count_params())
+    evaluation = Evaluation(loss, metric, metric_name, table, mean_dice,
+                            segmenter.count_params(), seconds_per_volume)
+    # a network of the user's own (TrainOptions.builder) is known by its Keras name
+    network = model.name if info["model_type"] == "custom-builder" else info["model_type"]
+    write_summary(target, model=network, parameters=evaluation.parameters, test_loss=loss,
+                  test_accuracy=metric, metric_name=metric_name, mean_dice=mean_dice,
+                  inference_seconds=seconds_per_volume)
+    return evaluation
 
 
 def select_test_subjects(cache: SliceCache, spec: str | None) -> list[int]:

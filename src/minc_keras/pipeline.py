@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from minc_keras.evaluate import Evaluation, evaluate, predict_test_subjects
+from minc_keras.html_report import write_html_report
 from minc_keras.prepare import PrepareSummary, prepare
 from minc_keras.report import plot_history
 from minc_keras.train import TrainOptions, TrainResult, train
@@ -24,6 +25,7 @@ class RunResult:
     evaluation: Evaluation | None = None
     predictions: list[Path] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
+    report: Path | None = None
 
 
 def train_and_report(target: str | Path, options: TrainOptions) -> tuple[TrainResult, list[Path]]:
@@ -80,5 +82,6 @@ def run_pipeline(source: str | Path, target: str | Path, *, input_str: str, labe
     done("evaluate")
     result.predictions = predict_test_subjects(target, predict, model_name=options.model_name,
                                                quiet=options.quiet)
+    result.report = write_html_report(target)
     done("predict")
     return result
