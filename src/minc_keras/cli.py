@@ -202,9 +202,11 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
     _add_common(models)
 
     compare = sub.add_parser("compare", help="compare runs: parameters, accuracy, Dice, times")
-    compare.add_argument("targets", nargs="+", metavar="TARGET", help="run folders to compare")
+    compare.add_argument("targets", nargs="+", metavar="TARGET",
+                         help="run folders (the --target of evaluated runs)")
     compare.add_argument("-o", "--output", default=".",
-                         help="folder for compare.csv and compare.png (default .)")
+                         help="folder for compare.csv and compare.png (default: the current "
+                         "folder)")
     _add_common(compare)
 
     convert = sub.add_parser("convert", help="MINC1/MINC2/NIfTI -> MINC2/NIfTI, same geometry")
@@ -360,7 +362,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     table, csv_path, png_path = compare_runs(args.targets, args.output)
     print(format_table(table))
-    print(f"wrote {csv_path}\nwrote {png_path}")
+    print(f"wrote {csv_path}")
+    print(f"wrote {png_path}")
     return 0
 
 

@@ -1,9 +1,10 @@
-"""``TARGET/report/report.html``: one self-contained page per run, for people to look at.
+"""``TARGET/report/report.html``: one self-contained page per evaluated run, for people.
 
-The page shows the run's configuration, the split, the learning curves, Dice per subject
-and class, montages of the predicted test subjects, the parameter count and timings. Images
-are embedded as data URIs, so the file can be mailed or archived alone and opened with no
-network.
+The page shows the headline numbers (model, parameters, test accuracy, mean Dice, training
+and inference times), Dice per test subject and class, montages of the predicted test
+subjects, the learning curves, the split and the configuration. Images are embedded as
+data URIs and the style sheet is inline, so the file can be mailed or archived alone and
+opened with no network. Every piece of text from the run is escaped.
 """
 
 from __future__ import annotations
@@ -12,159 +13,258 @@ import base64
 import html
 import json
 import math
+import os
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 
 from minc_keras import __version__
 from minc_keras.atomic import write_text_atomic
+from minc_keras.run_summary import RunSummary, read_json, summarise_run
+
+#: Subject names listed per split before "and N more".
+_NAMES_SHOWN = 24
 
 STYLE = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 0;
-       color: #1d2330; background: #f4f6f9; }
-header { background: #1d3557; color: white; padding: 18px 32px; }
-header h1 { margin: 0; font-size: 22px; } header p { margin: 4px 0 0; opacity: 0.8; }
-main { padding: 8px 32px 32px; max-width: 1200px; }
-section { background: white; border-radius: 8px; padding: 12px 20px; margin: 16px 0;
-          box-shadow: 0 1px 3px rgba(0, 0, 0, 0.08); }
-h2 { font-size: 17px; color: #1d3557; border-bottom: 1px solid #e3e7ee; padding-bottom: 6px; }
-.cards { display: flex; flex-wrap: wrap; gap: 12px; }
-.card { background: #eef3fa; border-radius: 6px; padding: 10px 16px; min-width: 120px; }
-.card b { display: block; font-size: 20px; } .card span { font-size: 12px; color: #56607a; }
+:root { --ink: #1f2937; --muted: #6b7280; --line: #e5e7eb; --accent: #1e3a5f;
+        --soft: #f3f6fa; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 14px/1.45 -apple-system, "Segoe UI", Roboto, Helvetica, Arial,
+       sans-serif; color: var(--ink); background: #eef1f5; }
+header { background: var(--accent); color: #fff; padding: 20px 32px; }
+header h1 { margin: 0; font-size: 21px; font-weight: 600; }
+header p { margin: 4px 0 0; font-size: 12.5px; opacity: 0.8; word-break: break-all; }
+main { max-width: 1180px; margin: 0 auto; padding: 4px 24px 28px; }
+section { background: #fff; border: 1px solid var(--line); border-radius: 8px;
+          padding: 4px 22px 16px; margin: 18px 0; }
+h2 { font-size: 15px; font-weight: 600; color: var(--accent); margin: 14px 0 12px;
+     padding-bottom: 8px; border-bottom: 1px solid var(--line); }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr));
+         gap: 10px; }
+.card { background: var(--soft); border-radius: 6px; padding: 10px 14px; }
+.card b { display: block; font-size: 19px; font-weight: 600;
+          font-variant-numeric: tabular-nums; }
+.card span { font-size: 12px; color: var(--muted); }
+.card.dice { background: #e8f3ec; }
 table { border-collapse: collapse; font-size: 13px; }
-th, td { padding: 4px 10px; border-bottom: 1px solid #e8ebf0; text-align: left; }
-th { background: #f0f3f8; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-img { max-width: 100%; border: 1px solid #e3e7ee; border-radius: 4px; margin: 6px 0; }
-figure { margin: 0 0 12px; } figcaption { font-size: 12px; color: #56607a; }
-.muted { color: #8a93a6; }
+th, td { padding: 5px 12px; border-bottom: 1px solid var(--line); text-align: left;
+         vertical-align: top; }
+th { background: var(--soft); font-weight: 600; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.total td { font-weight: 600; border-top: 2px solid var(--line); }
+.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(460px, 1fr));
+           gap: 18px; }
+.wide figure { max-width: 1100px; }
+figure { margin: 0; }
+img { display: block; max-width: 100%; height: auto; border: 1px solid var(--line);
+      border-radius: 4px; }
+figcaption { font-size: 12px; color: var(--muted); margin-top: 4px; }
+h3 { font-size: 13px; font-weight: 600; color: var(--muted); margin: 14px 0 6px; }
+.options { display: grid; grid-template-columns: repeat(auto-fill, minmax(250px, 1fr));
+           gap: 0 24px; font-size: 13px; }
+.options div { display: flex; justify-content: space-between; gap: 12px;
+               padding: 5px 2px; border-bottom: 1px solid var(--line); }
+.options span { color: var(--muted); }
+.options code { font: 12.5px ui-monospace, Menlo, Consolas, monospace; text-align: right;
+                word-break: break-all; }
+.muted { color: var(--muted); }
+footer { text-align: center; font-size: 12px; color: var(--muted); padding-bottom: 24px; }
 """
 
-# Once everything has loaded, the page records how many images decoded (a self-check
-# that tests read back from a headless browser).
+# Once everything has loaded, the page records how many of its images decoded: a
+# self-check that a test reads back from a headless browser.
 SELF_CHECK = """
 window.addEventListener("load", function () {
-  var images = Array.from(document.images);
-  document.body.dataset.imagesLoaded = images.filter(function (i) {
-    return i.complete && i.naturalWidth > 0; }).length;
+  var images = Array.prototype.slice.call(document.images);
   document.body.dataset.imagesTotal = images.length;
+  document.body.dataset.imagesLoaded = images.filter(function (image) {
+    return image.complete && image.naturalWidth > 0;
+  }).length;
 });
 """
 
 
+def _text(value: object) -> str:
+    """``value`` as escaped HTML text."""
+    return html.escape(str(value))
+
+
 def _image(path: Path, caption: str) -> str:
+    """A figure with the PNG at ``path`` embedded as a data URI."""
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (f'<figure><img alt="{_text(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{_text(caption)}</figcaption></figure>")
 
 
-def _table(frame: pd.DataFrame, digits: int = 3) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+def _table(frame: pd.DataFrame, *, digits: int = 3, total_last: bool = False) -> str:
+    """An HTML table; floats right-aligned with ``digits`` decimals, NaN as ``-``."""
+    head = "".join(f"<th>{_text(c)}</th>" for c in frame.columns)
     rows = []
-    for _, row in frame.iterrows():
+    for position, row in enumerate(frame.itertuples(index=False)):
         cells = []
         for value in row:
             if isinstance(value, float):
                 text = "-" if math.isnan(value) else f"{value:.{digits}f}"
                 cells.append(f'<td class="num">{text}</td>')
             else:
-                cells.append(f"<td>{html.escape(str(value))}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+                cells.append(f"<td>{_text(value)}</td>")
+        total = total_last and position == len(frame) - 1
+        rows.append(("<tr class='total'>" if total else "<tr>") + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+def _muted(text: str) -> str:
+    return f"<p class='muted'>{_text(text)}</p>"
 
 
-def _cards(summary: dict, config: dict) -> str:
-    def card(value: str, label: str) -> str:
-        return (f"<div class='card'><b>{html.escape(value)}</b>"
-                f"<span>{html.escape(label)}</span></div>")
+def _cards(summary: RunSummary) -> str:
+    """The headline numbers as cards; unknown ones as ``-``."""
+    def card(value: str, label: str, kind: str = "") -> str:
+        return (f"<div class='card {kind}'><b>{_text(value)}</b><span>{_text(label)}</span>"
+                "</div>")
 
-    minutes = summary.get("training_seconds")
-    seconds = summary.get("seconds_per_volume")
-    accuracy = summary.get("test_metric")
-    cards = [card(str(config.get("model_type", "?")), "model"),
-             card(f"{summary['parameters']:,}" if "parameters" in summary else "-", "parameters"),
-             card(f"{accuracy:.4f}" if accuracy is not None else "-",
-                  summary.get("metric_name", "test accuracy")),
-             card(f"{minutes / 60:.1f} min" if minutes is not None else "-", "training"),
-             card(f"{seconds:.1f} s" if seconds is not None else "-", "inference per volume")]
-    cards += [card(f"{dice:.3f}", f"mean Dice {name}")
-              for name, dice in summary.get("mean_dice", {}).items()]
+    def shown(value: float | None, fmt: str) -> str:
+        return "-" if value is None else fmt.format(value)
+
+    cards = [card(summary.model or "-", "model"),
+             card(shown(summary.parameters, "{:,}"), "parameters"),
+             card(shown(summary.epochs, "{}"), "epochs trained"),
+             card(shown(summary.test_accuracy, "{:.4f}"), f"test {summary.metric_name}"),
+             card(shown(summary.test_loss, "{:.4f}"), "test loss"),
+             card(shown(summary.training_minutes, "{:.1f} min"), "training time"),
+             card(shown(summary.inference_seconds, "{:.2f} s"), "inference per volume")]
+    cards += [card(f"{dice:.3f}", f"mean Dice {name}", "dice")
+              for name, dice in summary.mean_dice.items()]
     return "<div class='cards'>" + "".join(cards) + "</div>"
 
 
-def _split(target: Path) -> str:
-    path = target / "report" / "images.csv"
-    if not path.is_file():
-        return "<p class='muted'>no split recorded</p>"
-    split = pd.read_csv(path, dtype=str).fillna("")
-    rows = [{"split": category, "subjects": part["subject"].nunique(), "scans": len(part),
-             "names": ", ".join(sorted(part["subject"].unique()))}
-            for category, part in split.groupby("category", sort=False)]
+def _dice_table(target: Path) -> str:
+    """Dice per test scan (rows) and class (columns), with the mean over scans last."""
+    try:
+        metrics = pd.read_csv(target / "report" / "metrics.csv", dtype={"session": str})
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        metrics = pd.DataFrame()
+    if metrics.empty or not {"subject", "class_name", "dice"} <= set(metrics.columns):
+        return _muted("No test subjects were evaluated.")
+    index = ["subject", "session"] if "session" in metrics else ["subject"]
+    metrics[index] = metrics[index].fillna("")
+    wide = metrics.pivot_table(index=index, columns="class_name", values="dice",
+                               sort=False).reset_index()
+    wide.columns.name = None
+    classes = list(dict.fromkeys(metrics["class_name"]))
+    mean = {"subject": "mean", **{c: float(wide[c].mean()) for c in classes}}
+    wide = pd.concat([wide[[*index, *classes]], pd.DataFrame([mean])], ignore_index=True)
+    return _table(wide.fillna({"session": ""}), total_last=True)
+
+
+def _split_table(target: Path) -> str:
+    """Subjects and scans per split category, with the subjects' names."""
+    try:
+        split = pd.read_csv(target / "report" / "images.csv", dtype=str).fillna("")
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        split = pd.DataFrame()
+    if not {"subject", "category"} <= set(split.columns):
+        return _muted("No split recorded.")
+    rows = []
+    for category, part in split.groupby("category", sort=False):
+        names = sorted(part["subject"].unique())
+        listed = ", ".join(names[:_NAMES_SHOWN])
+        if len(names) > _NAMES_SHOWN:
+            listed += f" and {len(names) - _NAMES_SHOWN} more"
+        rows.append({"split": category, "subjects": len(names), "scans": len(part),
+                     "names": listed})
     return _table(pd.DataFrame(rows))
 
 
-def _dice(target: Path) -> str:
-    path = target / "report" / "metrics.csv"
-    try:
-        metrics = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.EmptyDataError):
-        metrics = pd.DataFrame()
-    if metrics.empty:
-        return "<p class='muted'>no test subjects were evaluated</p>"
-    wide = metrics.pivot_table(index="subject", columns="class_name", values="dice",
-                               sort=False).reset_index()
-    wide.columns.name = None
-    mean = {"subject": "mean", **{c: wide[c].mean() for c in wide.columns[1:]}}
-    return _table(pd.concat([wide, pd.DataFrame([mean])], ignore_index=True))
+def _options(options: dict) -> str:
+    """Option names and values as a grid of pairs (None left out)."""
+    def shown(value: object) -> str:
+        return json.dumps(value) if isinstance(value, (list, dict, bool)) else str(value)
+
+    items = "".join(f"<div><span>{_text(name)}</span><code>{_text(shown(value))}</code></div>"
+                    for name, value in options.items() if value is not None)
+    return f"<div class='options'>{items}</div>"
 
 
-def write_html_report(target: str | Path) -> Path:
-    """Write ``TARGET/report/report.html`` from what the run left in ``TARGET``.
+def _configuration(target: Path) -> str:
+    """The data options (from ``data/manifest.json``) and the model and training options."""
+    data = read_json(target / "data" / "manifest.json").get("config", {})
+    training = read_json(target / "model" / "config.json")
+    parts = [f"<h3>{title}</h3>{_options(options)}"
+             for title, options in (("data", data), ("model and training", training))
+             if options]
+    return "".join(parts) or _muted("No configuration recorded.")
+
+
+def _figures(paths: list[Path], caption: Callable[[Path], str], empty: str, *,
+             kind: str = "gallery") -> str:
+    """The PNGs at ``paths`` with their captions, or ``empty`` when there are none."""
+    if not paths:
+        return _muted(empty)
+    return f"<div class='{kind}'>" + "".join(_image(p, caption(p)) for p in paths) + "</div>"
+
+
+def render_report(target: str | os.PathLike) -> str:
+    """The report page of the run in ``target``, as HTML text.
 
     Parameters
     ----------
     target : path-like
-        A run folder (after ``evaluate``; montages appear once test subjects were
-        predicted).
+        A run folder; pieces it does not hold yet are shown as missing.
+
+    Returns
+    -------
+    str
+        A complete HTML document with no external resources.
+    """
+    target = Path(target)
+    report = target / "report"
+    summary = summarise_run(target)
+    curves = sorted(report.glob("learning_curves*.png"))
+    montages = sorted((target / "predict" / "test").glob("*_montage.png"))
+    sections = [
+        ("Summary", _cards(summary)),
+        ("Dice per test subject and class", _dice_table(target)),
+        ("Predicted test subjects",
+         _figures(montages, lambda p: f"{p.name.removesuffix('_montage.png')}: input | "
+                  "reference | prediction", "None predicted; rerun with --predict all to "
+                  "see the test subjects here.")),
+        ("Learning curves",
+         _figures(curves, lambda p: p.stem.replace("_", " ") + " (training solid, "
+                  "validation dashed)", "No learning curves (the model was not trained "
+                  "in this folder).", kind="wide")),
+        ("Split", _split_table(target)),
+        ("Configuration", _configuration(target)),
+    ]
+    body = "".join(f"<section><h2>{_text(title)}</h2>{content}</section>"
+                   for title, content in sections)
+    written = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>minc-keras: {_text(target.name)}</title><style>{STYLE}</style></head>"
+        f"<body><header><h1>minc-keras run: {_text(target.name)}</h1>"
+        f"<p>{_text(target.resolve())} &middot; {_text(written)}</p></header>"
+        f"<main>{body}</main><footer>Written by minc-keras {_text(__version__)} from the "
+        f"files in {_text(target.name)}/model and {_text(target.name)}/report.</footer>"
+        f"<script>{SELF_CHECK}</script></body></html>\n"
+    )
+
+
+def write_html_report(target: str | os.PathLike) -> Path:
+    """Write ``TARGET/report/report.html`` (atomically) from what the run left in ``TARGET``.
+
+    Parameters
+    ----------
+    target : path-like
+        A run folder after ``evaluate``; the montages appear for the test subjects that
+        were predicted (``--predict``).
 
     Returns
     -------
     Path
         The page written.
     """
-    target = Path(target)
-    report = target / "report"
-    config = _read_json(target / "model" / "config.json")
-    summary = _read_json(report / "summary.json")
-    curves = sorted(report.glob("learning_curves*.png"))
-    montages = sorted((target / "predict" / "test").glob("*_montage.png"))
-    settings = pd.DataFrame([{"option": k, "value": json.dumps(v) if isinstance(v, list) else v}
-                             for k, v in config.items() if v is not None])
-    parts = [
-        "<section><h2>Summary</h2>", _cards(summary, config), "</section>",
-        "<section><h2>Dice per test subject and class</h2>", _dice(target), "</section>",
-        "<section><h2>Predicted test subjects</h2>",
-        "".join(_image(p, p.stem.removesuffix("_montage") +
-                       ": input | reference | prediction") for p in montages)
-        or "<p class='muted'>none predicted (use --predict all)</p>", "</section>",
-        "<section><h2>Learning curves</h2>",
-        "".join(_image(p, p.stem.replace("_", " ")) for p in curves)
-        or "<p class='muted'>no training in this run</p>", "</section>",
-        "<section><h2>Split</h2>", _split(target), "</section>",
-        "<section><h2>Configuration</h2>",
-        _table(settings) if len(settings) else "<p class='muted'>none recorded</p>",
-        "</section>",
-    ]
-    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            f"<title>minc-keras: {html.escape(target.name)}</title><style>{STYLE}</style>"
-            f"</head><body><header><h1>minc-keras run: {html.escape(target.name)}</h1>"
-            f"<p>{html.escape(str(target.resolve()))} &middot; minc-keras {__version__}</p>"
-            f"</header><main>{''.join(parts)}</main><script>{SELF_CHECK}</script>"
-            "</body></html>")
-    return write_text_atomic(report / "report.html", page)
+    return write_text_atomic(Path(target) / "report" / "report.html", render_report(target))
