@@ -2,8 +2,10 @@
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -222,3 +224,42 @@ def test_a_later_run_adds_to_volumes_csv(model_path, tmp_path):
     assert _predict(model_path, tmp_path / "out", scans[1]) == 0
     table = pd.read_csv(tmp_path / "out" / "volumes.csv")
     assert sorted(table["scan"]) == sorted(map(str, scans))
+
+
+def test_a_killed_job_keeps_its_rows_and_a_rerun_completes_the_table(model_path, tmp_path):
+    scans = [write_volume(_scan(seed)[0], tmp_path / "in" / f"s{seed}.nii.gz")
+             for seed in range(40, 56)]
+    assert _predict(model_path, tmp_path / "whole", *scans) == 0
+    whole = pd.read_csv(tmp_path / "whole" / "volumes.csv").drop(columns="output")
+
+    out = tmp_path / "killed"
+    job = subprocess.Popen([sys.executable, "-m", "minc_keras", "predict", "--model",
+                            str(model_path), "-o", str(out), "--quiet", *map(str, scans)],
+                           stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("*_dseg.json"))) < 3 and job.poll() is None:
+        assert time.monotonic() < deadline, "predict made no progress"
+        time.sleep(0.05)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    done = len(list(out.glob("*_dseg.json")))
+    assert 3 <= done < len(scans), "the job finished before it could be killed"
+    # the rows of the scans done are there (the last one may have been cut between files)
+    assert len(pd.read_csv(out / "volumes.csv")) >= done - 1
+
+    assert _predict(model_path, out, *scans, extra=("--skip-existing",)) == 0
+    table = pd.read_csv(out / "volumes.csv").drop(columns="output")
+    pd.testing.assert_frame_equal(table, whole)
+
+
+def test_skip_existing_restores_rows_missing_from_volumes_csv(model_path, tmp_path, capsys):
+    """Scans segmented earlier whose rows are gone get them back from their sidecars."""
+    scans = [write_volume(_scan(seed)[0], tmp_path / "in" / f"s{seed}.mnc") for seed in (50, 51)]
+    out = tmp_path / "out"
+    assert _predict(model_path, out, *scans) == 0
+    before = pd.read_csv(out / "volumes.csv")
+    (out / "volumes.csv").unlink()
+    capsys.readouterr()
+    assert _predict(model_path, out, *scans, extra=("--skip-existing",)) == 0
+    assert f"wrote {out / 'volumes.csv'}" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_csv(out / "volumes.csv"), before)

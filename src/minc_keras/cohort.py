@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from minc_keras.errors import MincKerasError, UsageError
@@ -74,9 +75,9 @@ def _connect(workers: int, address: str | None):
 
 def segment_on_dask(model_path: Path, scans: list[Path], out_dir: Path, *, clobber: bool,
                     save_probabilities: bool, batch_size: int, tta: bool, workers: int,
-                    address: str | None, quiet: bool
-                    ) -> tuple[list[dict], list[tuple[Path, str]]]:
-    """Segment ``scans`` on a Dask cluster; rows of the scans done, and the failures.
+                    address: str | None, quiet: bool, on_done: Callable[[dict], None]
+                    ) -> list[tuple[Path, str]]:
+    """Segment ``scans`` on a Dask cluster; return the failures.
 
     Parameters
     ----------
@@ -94,6 +95,8 @@ def segment_on_dask(model_path: Path, scans: list[Path], out_dir: Path, *, clobb
         Address of a running scheduler, such as ``tcp://10.0.0.5:8786``.
     quiet : bool
         No progress bar.
+    on_done : callable
+        Called in this process with the ``volumes.csv`` row of each scan, as it completes.
     """
     from dask.distributed import as_completed
 
@@ -101,7 +104,6 @@ def segment_on_dask(model_path: Path, scans: list[Path], out_dir: Path, *, clobb
     options = {"model_path": str(Path(model_path).resolve()), "out_dir": str(out_dir.resolve()),
                "clobber": clobber, "save_probabilities": save_probabilities,
                "batch_size": batch_size, "tta": tta}
-    rows: dict[Path, dict] = {}
     failures: list[tuple[Path, str]] = []
     client, cluster = _connect(workers, address)
     try:
@@ -114,7 +116,7 @@ def segment_on_dask(model_path: Path, scans: list[Path], out_dir: Path, *, clobb
             scan = futures[future]
             status, result = future.result()
             if status == "done":
-                rows[scan] = result
+                on_done(result)
             else:
                 log.warning("skipped %s: %s", scan, result)
                 failures.append((scan, result))
@@ -122,4 +124,4 @@ def segment_on_dask(model_path: Path, scans: list[Path], out_dir: Path, *, clobb
         client.close()
         if cluster is not None:
             cluster.close()
-    return [rows[s] for s in scans if s in rows], failures
+    return failures

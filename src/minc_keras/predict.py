@@ -114,11 +114,33 @@ def tissue_volumes(classes: np.ndarray, info: dict, voxel_ml: float) -> dict[str
     for index in range(1, max(info["num_outputs"], 2)):
         out[f"{names[index]}_ml"] = float(counts[index] * voxel_ml)
     out["total_ml"] = float(sum(out.values()))
+    return _with_gm_wm_ratio(out, names)
+
+
+def _with_gm_wm_ratio(volumes: dict[str, float], names: list[str]) -> dict[str, float]:
+    """``volumes`` and, when classes are named GM and WM, their ratio ``gm_wm_ratio``."""
     upper = {n.upper(): n for n in names}
     if "GM" in upper and "WM" in upper:
-        wm = out[f"{upper['WM']}_ml"]
-        out["gm_wm_ratio"] = out[f"{upper['GM']}_ml"] / wm if wm else float("nan")
-    return out
+        wm = volumes[f"{upper['WM']}_ml"]
+        volumes["gm_wm_ratio"] = volumes[f"{upper['GM']}_ml"] / wm if wm else float("nan")
+    return volumes
+
+
+def row_from_sidecar(sidecar_path: Path) -> dict | None:
+    """The ``volumes.csv`` row of a scan segmented earlier, rebuilt from its ``_dseg.json``.
+
+    None when the sidecar is missing or does not hold the volumes (then the scan's row
+    cannot be restored without segmenting it again).
+    """
+    try:
+        sidecar = json.loads(sidecar_path.read_text())
+        volumes = {str(k): float(v) for k, v in sidecar["volumes_ml"].items()}
+        row = {"scan": str(sidecar["source"]), "output": str(sidecar["labels"]),
+               **_with_gm_wm_ratio(volumes, list(sidecar["class_names"])),
+               "qc_entropy": float(sidecar["qc_entropy"])}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return row
 
 
 def flag_outliers(table: pd.DataFrame, column: str = "qc_entropy") -> pd.Series:
@@ -229,29 +251,57 @@ def predict_scans(model_path: str | os.PathLike, inputs: list[str], out_dir: str
     # an output folder that cannot be written fails once, not once per scan
     check_writable(out_dir / "volumes.csv", clobber=True)
     report = PredictReport()
+    table_path = out_dir / "volumes.csv"
+
+    def record(row: dict) -> None:
+        # volumes.csv grows scan by scan, so a killed job keeps the rows of the scans done
+        report.rows.append(row)
+        report.table_path = update_volume_table(table_path, [row])
+
     if skip_existing and not clobber:
         report.skipped = [p for p in scans if _outputs(p, out_dir)[0].exists()]
         scans = [p for p in scans if not _outputs(p, out_dir)[0].exists()]
+        if restore_missing_rows(table_path, [_outputs(p, out_dir)[1] for p in report.skipped]):
+            report.table_path = table_path
     if scheduler == "dask" and scans:
         from minc_keras.cohort import segment_on_dask
 
-        report.rows, report.failures = segment_on_dask(
+        report.failures = segment_on_dask(
             Path(model_path), scans, out_dir, clobber=clobber,
             save_probabilities=save_probabilities, batch_size=batch_size, tta=tta,
-            workers=workers, address=scheduler_address, quiet=quiet)
+            workers=workers, address=scheduler_address, quiet=quiet, on_done=record)
         scans = []
     for path in progress(scans, desc="segmenting", unit="scan", disable=quiet):
         try:
-            row = segment_file(segmenter, path, out_dir, model_path=Path(model_path),
-                               clobber=clobber, save_probabilities=save_probabilities,
-                               batch_size=batch_size)
-            report.rows.append(row)
+            record(segment_file(segmenter, path, out_dir, model_path=Path(model_path),
+                                clobber=clobber, save_probabilities=save_probabilities,
+                                batch_size=batch_size))
         except MincKerasError as exc:
             log.warning("skipped %s: %s", path, exc)
             report.failures.append((path, str(exc)))
-    if report.rows:
-        report.table_path = update_volume_table(out_dir / "volumes.csv", report.rows)
     return report
+
+
+def restore_missing_rows(table_path: Path, sidecars: list[Path]) -> int:
+    """Add to ``volumes.csv`` the rows of earlier scans that it lacks, from their sidecars.
+
+    A job killed between writing a scan's outputs and its row (or by an older minc-keras
+    that wrote the table only at the end) leaves such scans; ``--skip-existing`` then
+    restores their rows instead of leaving them out of the table. Returns how many rows
+    were added.
+    """
+    known: set[str] = set()
+    if table_path.exists():
+        try:
+            known = set(pd.read_csv(table_path, usecols=["scan"])["scan"].astype(str))
+        except (OSError, ValueError, pd.errors.ParserError):
+            known = set()
+    rows = [row for row in map(row_from_sidecar, sidecars)
+            if row is not None and row["scan"] not in known]
+    if rows:
+        log.info("restoring the volumes.csv rows of %d scans segmented earlier", len(rows))
+        update_volume_table(table_path, rows)
+    return len(rows)
 
 
 def update_volume_table(path: Path, rows: list[dict]) -> Path:
