@@ -11,6 +11,7 @@ from minc_keras.evaluate import Evaluation, evaluate, predict_test_subjects
 from minc_keras.html_report import write_html_report
 from minc_keras.prepare import PrepareSummary, prepare
 from minc_keras.report import plot_history
+from minc_keras.run_summary import read_json
 from minc_keras.train import TrainOptions, TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -31,12 +32,14 @@ class RunResult:
 def train_and_report(target: str | Path, options: TrainOptions) -> tuple[TrainResult, list[Path]]:
     """Train, then draw the learning curves into ``TARGET/report``."""
     result = train(target, options)
+    class_names = read_json(Path(target) / "model" / "config.json").get("class_names")
     figures = []
     for view, history in result.histories.items():
         suffix = "" if view == options.views[0] else f"_{view}"
         if history:
             figures.append(plot_history(history,
-                                        Path(target) / "report" / f"learning_curves{suffix}.png"))
+                                        Path(target) / "report" / f"learning_curves{suffix}.png",
+                                        class_names=class_names))
     return result, figures
 
 

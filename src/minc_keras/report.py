@@ -26,7 +26,21 @@ def _save(fig, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def plot_history(history: dict[str, list[float]], path: str | os.PathLike) -> Path:
+def _metric_label(name: str, class_names: list[str] | None) -> str:
+    """``dice_2`` as ``Dice WM`` when class 2 is named WM.
+
+    >>> _metric_label("dice_2", ["background", "GM", "WM"]), _metric_label("dice_7", None)
+    ('Dice WM', 'dice_7')
+    """
+    if name.startswith("dice_") and name[5:].isdigit() and class_names:
+        index = int(name[5:])
+        if index < len(class_names):
+            return f"Dice {class_names[index]}"
+    return name
+
+
+def plot_history(history: dict[str, list[float]], path: str | os.PathLike,
+                 class_names: list[str] | None = None) -> Path:
     """Learning curves: loss, and accuracy and Dice; training solid, validation dashed.
 
     Parameters
@@ -35,6 +49,8 @@ def plot_history(history: dict[str, list[float]], path: str | os.PathLike) -> Pa
         Keras history (``loss``, ``val_loss``, ``categorical_accuracy``, ``dice_1`` ...).
     path : path-like
         PNG to write.
+    class_names : list of str, optional
+        Names of the classes by index, to label ``dice_<index>`` curves.
     """
     fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
     metrics = [k for k in history if not k.startswith("val_") and k != "loss"]
@@ -43,10 +59,11 @@ def plot_history(history: dict[str, list[float]], path: str | os.PathLike) -> Pa
             if name not in history:
                 continue
             epochs = np.arange(1, len(history[name]) + 1)
-            ax.plot(epochs, history[name], "o-", color=colour, label=f"{name} (training)")
+            label = _metric_label(name, class_names)
+            ax.plot(epochs, history[name], "o-", color=colour, label=f"{label} (training)")
             if f"val_{name}" in history:
                 ax.plot(epochs, history[f"val_{name}"], "s--", color=colour,
-                        label=f"{name} (validation)")
+                        label=f"{label} (validation)")
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
