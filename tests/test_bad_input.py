@@ -110,6 +110,7 @@ def error_sentence(err: str) -> str:
     assert ours or from_argparse, f"stderr does not end with one error sentence:\n{err}"
     if ours:
         assert "; " in last, f"the sentence does not say what to do: {last}"
+        assert len(lines) == 1, f"more than the error sentence on stderr:\n{err}"
     else:  # argparse shows the usage above its sentence
         assert "usage: minc-keras" in err
     return last
@@ -1064,6 +1065,15 @@ def convert_input_missing(scene):
 def convert_input_is_a_folder(scene):
     (scene.root / "scan.mnc").mkdir()
     return _convert(scene.root / "scan.mnc", scene.root / "out.nii.gz", ("scan.mnc",))
+
+
+@CONVERT.case()
+def convert_input_with_an_unknown_nifti_data_type(scene):
+    src = write_scan(scene.root / "scan", "nifti", 42)
+    raw = bytearray(src.read_bytes())
+    raw[70:72] = (-20924).to_bytes(2, "little", signed=True)  # the header's datatype code
+    src.write_bytes(bytes(raw))
+    return _convert(src, scene.root / "out.mnc", ("scan.nii", "data code -20924"))
 
 
 @CONVERT.case()

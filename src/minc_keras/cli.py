@@ -448,6 +448,9 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
     for noisy in ("h5py", "matplotlib", "PIL", "nibabel", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # nibabel logs a header problem as an error, then raises it; the exception becomes our
+    # one-sentence error, so the log line (printed twice, by nibabel's handler and ours) goes
+    logging.getLogger("nibabel.global").setLevel(logging.CRITICAL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
