@@ -20,6 +20,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import time
@@ -84,6 +85,7 @@ def make_cohort(source: Path, dest: Path, size: int) -> Path:
 def measure(cohort: Path, work: Path, minutes: float) -> dict[str, tuple[float, float]]:
     """Peak RSS and wall time of prepare, train and predict on one cohort."""
     target = work / f"run-{cohort.name}"
+    shutil.rmtree(target, ignore_errors=True)  # a rerun measures a fresh cache, not a reused one
     tool = [sys.executable, "-m", "minc_keras"]
     results = {}
     results["prepare"] = peak_rss([*tool, "prepare", "--source", str(cohort), "--target",
@@ -94,7 +96,7 @@ def measure(cohort: Path, work: Path, minutes: float) -> dict[str, tuple[float, 
     results["predict"] = peak_rss([*tool, "predict", "--model",
                                    str(target / "model" / "model.keras"), "-o",
                                    str(work / f"predict-{cohort.name}"), "--clobber",
-                                   "--quiet", str(cohort)])
+                                   "--quiet", str(cohort / "*" / "*_T1w_anat.mnc")])
     return results
 
 
