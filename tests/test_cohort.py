@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 import pytest
 from synthetic import XYZ_AFFINE, make_subject, write_dataset
@@ -42,8 +44,11 @@ def test_dask_gives_the_serial_files_and_survives_a_bad_scan(model_path, cohort,
                                                               capsys):
     assert _predict(model_path, tmp_path / "serial", cohort) == 2  # the bad scan fails
     capsys.readouterr()
+    environ = dict(os.environ)
     assert _predict(model_path, tmp_path / "dask", cohort, "--scheduler", "dask",
                     "--workers", "2") == 2
+    # Dask sets OMP_NUM_THREADS=1 for its workers; our own processes keep their threads
+    assert dict(os.environ) == environ
     captured = capsys.readouterr()
     assert "segmented 6 scans" in captured.out
     assert "sub-99_T1w.nii.gz" in captured.err  # listed as failed, the others done

@@ -68,8 +68,16 @@ def _connect(workers: int, address: str | None):
                              "address and that the scheduler is running") from None
     if workers < 1:
         raise UsageError(f"--workers {workers} is below 1; give the number of worker processes")
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+    # one thread per worker process, in the workers' environment only: Dask also sets
+    # OMP_NUM_THREADS=1 and the like in ours, which later subprocesses would inherit
+    environ = dict(os.environ)
+    try:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None,
+                               env={"OMP_NUM_THREADS": environ.get("OMP_NUM_THREADS", "1")})
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
     return Client(cluster), cluster
 
 
@@ -100,7 +108,6 @@ def segment_on_dask(model_path: Path, scans: list[Path], out_dir: Path, *, clobb
     """
     from dask.distributed import as_completed
 
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per worker process
     options = {"model_path": str(Path(model_path).resolve()), "out_dir": str(out_dir.resolve()),
                "clobber": clobber, "save_probabilities": save_probabilities,
                "batch_size": batch_size, "tta": tta}
