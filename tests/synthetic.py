@@ -69,3 +69,26 @@ def write_dataset(root: Path, *, n_subjects: int = 6, fmt: str = "mnc") -> Path:
         write_volume(Volume(np.ascontiguousarray(labels), affine),
                      folder / f"{name}_variant-seg_rsl{suffix}")
     return root
+
+
+def train_tiny_model(root: Path, *, epochs: int, extra: tuple[str, ...] = ()) -> Path:
+    """Train the workshop model briefly on 6 synthetic subjects; return the saved model."""
+    from minc_keras.cli import main
+
+    source = write_dataset(root / "source", n_subjects=6, fmt="nii")
+    target = root / "run"
+    code = main(["--source", str(source), "--target", str(target), "--input-str", "T1w_anat",
+                 "--label-str", "seg", "--ratios", "0.7", "0.15", "--epochs", str(epochs),
+                 "--batch-size", "8", "--lr", "5e-3", "--quiet", *extra])
+    if code != 0:
+        raise RuntimeError(f"training the test model failed with exit status {code}")
+    return target / "model" / "model.keras"
+
+
+def write_scan_folder(folder: Path, seeds: range, bad_name: str) -> Path:
+    """NIfTI scans of the subjects ``seeds`` and one file ``bad_name`` that is not a scan."""
+    for seed in seeds:
+        write_volume(Volume(make_subject(seed)[0], XYZ_AFFINE.copy()),
+                     folder / f"sub-{seed}_T1w.nii.gz")
+    (folder / bad_name).write_bytes(b"not a scan")
+    return folder

@@ -6,33 +6,22 @@ import os
 
 import pandas as pd
 import pytest
-from synthetic import XYZ_AFFINE, make_subject, write_dataset
+from synthetic import train_tiny_model, write_scan_folder
 
 from minc_keras.cli import main
-from minc_keras.io import Volume, write_volume
 
 pytest.importorskip("dask.distributed", reason="needs dask.distributed")
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cohort-model")
-    source = write_dataset(root / "source", n_subjects=6, fmt="nii")
-    target = root / "run"
-    assert main(["--source", str(source), "--target", str(target), "--input-str", "T1w_anat",
-                 "--label-str", "seg", "--ratios", "0.7", "0.15", "--epochs", "2",
-                 "--batch-size", "8", "--lr", "5e-3", "--quiet"]) == 0
-    return target / "model" / "model.keras"
+    return train_tiny_model(tmp_path_factory.mktemp("cohort-model"), epochs=2)
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cohort")
-    for seed in range(40, 46):
-        write_volume(Volume(make_subject(seed)[0], XYZ_AFFINE.copy()),
-                     folder / f"sub-{seed}_T1w.nii.gz")
-    (folder / "sub-99_T1w.nii.gz").write_bytes(b"not a scan")  # one bad scan in the cohort
-    return folder
+def cohort(tmp_path_factory):  # one bad scan in the cohort
+    return write_scan_folder(tmp_path_factory.mktemp("cohort"), range(40, 46),
+                             "sub-99_T1w.nii.gz")
 
 
 def _predict(model_path, out, folder, *extra):

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from synthetic import XYZ_AFFINE, make_subject, write_dataset
+from synthetic import XYZ_AFFINE, make_subject, train_tiny_model, write_dataset
 
 from minc_keras.cli import main
 from minc_keras.data.preprocess import to_canonical
@@ -19,14 +19,8 @@ from minc_keras.io import Volume, read_volume, write_volume
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trained")
-    source = write_dataset(root / "source", n_subjects=6, fmt="nii")
-    target = root / "run"
-    assert main(["--source", str(source), "--target", str(target), "--input-str", "T1w_anat",
-                 "--label-str", "seg", "--ratios", "0.7", "0.15", "--epochs", "4",
-                 "--batch-size", "8", "--lr", "5e-3", "--class-names", "background,GM,WM",
-                 "--quiet"]) == 0
-    return target / "model" / "model.keras"
+    return train_tiny_model(tmp_path_factory.mktemp("trained"), epochs=4,
+                            extra=("--class-names", "background,GM,WM"))
 
 
 def _predict(model_path, out, *inputs, extra=()):

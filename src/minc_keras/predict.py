@@ -14,6 +14,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -21,11 +22,12 @@ import pandas as pd
 from minc_keras import __version__
 from minc_keras.atomic import atomic_output, check_writable, file_lock, write_text_atomic
 from minc_keras.errors import MincKerasError, OutputExistsError, UsageError
-from minc_keras.evaluate import load_segmenter
-from minc_keras.inference import Segmenter
 from minc_keras.io import IMAGE_SUFFIXES, Volume, output_suffix, read_volume, write_volume
+from minc_keras.process_recycling import SCANS_PER_PROCESS, segment_in_fresh_processes
 from minc_keras.progress import progress
-from minc_keras.segment import segment_volume
+
+if TYPE_CHECKING:  # the backend is imported only where a model runs (see process_recycling)
+    from minc_keras.inference import Segmenter
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +164,8 @@ def segment_file(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path:
                  clobber: bool = False, save_probabilities: bool = False,
                  batch_size: int = 8) -> dict:
     """Segment one scan file and write its outputs; return its row for ``volumes.csv``."""
+    from minc_keras.segment import segment_volume
+
     label_path, sidecar_path = _outputs(path, out_dir)
     if label_path.exists() and not clobber:
         raise OutputExistsError(f"{label_path} exists already; pass --clobber to replace it")
@@ -203,7 +207,8 @@ def predict_scans(model_path: str | os.PathLike, inputs: list[str], out_dir: str
                   *, clobber: bool = False, save_probabilities: bool = False,
                   batch_size: int = 8, tta: bool = False, quiet: bool = False,
                   skip_existing: bool = False, scheduler: str = "serial", workers: int = 2,
-                  scheduler_address: str | None = None) -> PredictReport:
+                  scheduler_address: str | None = None,
+                  scans_per_process: int = SCANS_PER_PROCESS) -> PredictReport:
     """Segment every scan named by ``inputs`` with the model at ``model_path``.
 
     Parameters
@@ -234,6 +239,11 @@ def predict_scans(model_path: str | os.PathLike, inputs: list[str], out_dir: str
         Worker processes of the local Dask cluster.
     scheduler_address : str, optional
         A running Dask scheduler to use instead of a local cluster.
+    scans_per_process : int
+        With the serial scheduler and more scans than this, the scans are segmented in
+        child processes replaced every ``scans_per_process`` scans, which keeps memory
+        bounded over a cohort (:mod:`minc_keras.process_recycling`); fewer scans are
+        segmented in this process.
 
     Returns
     -------
@@ -245,8 +255,12 @@ def predict_scans(model_path: str | os.PathLike, inputs: list[str], out_dir: str
                          "per pass, such as 8")
     if scheduler not in ("serial", "dask"):
         raise UsageError(f"--scheduler {scheduler} is not known; choose serial or dask")
-    segmenter = load_segmenter(Path(model_path), tta=tta)  # checks the model once, up front
     scans = collect_inputs(inputs)
+    in_fresh_processes = scheduler == "serial" and len(scans) > scans_per_process
+    if not in_fresh_processes:  # there, the first child checks the model
+        from minc_keras.evaluate import load_segmenter
+
+        segmenter = load_segmenter(Path(model_path), tta=tta)  # checks the model up front
     out_dir = Path(out_dir)
     # an output folder that cannot be written fails once, not once per scan
     check_writable(out_dir / "volumes.csv", clobber=True)
@@ -270,6 +284,12 @@ def predict_scans(model_path: str | os.PathLike, inputs: list[str], out_dir: str
             Path(model_path), scans, out_dir, clobber=clobber,
             save_probabilities=save_probabilities, batch_size=batch_size, tta=tta,
             workers=workers, address=scheduler_address, quiet=quiet, on_done=record)
+        scans = []
+    if in_fresh_processes and scans:
+        report.failures = segment_in_fresh_processes(
+            Path(model_path), scans, out_dir, clobber=clobber,
+            save_probabilities=save_probabilities, batch_size=batch_size, tta=tta, quiet=quiet,
+            on_done=record, scans_per_process=scans_per_process)
         scans = []
     for path in progress(scans, desc="segmenting", unit="scan", disable=quiet):
         try:
