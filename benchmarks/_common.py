@@ -48,8 +48,11 @@ def conv_flops_per_slice(model, height: int, width: int) -> float:
     probe = keras.models.clone_model(model, input_tensors=keras.Input((height, width, 1)))
     for layer in _conv_layers(probe):
         out = layer.output.shape
-        kernel = layer.kernel.shape
-        total += 2.0 * out[1] * out[2] * float(np.prod(kernel))
+        height, width = (out[2], out[3]) if layer.data_format == "channels_first" else out[1:3]
+        positions = height * width
+        if isinstance(layer, keras.layers.Conv2DTranspose):
+            positions /= np.prod(layer.strides)  # each input pixel meets the kernel once
+        total += 2.0 * positions * float(np.prod(layer.kernel.shape))
     return total
 
 

@@ -219,3 +219,20 @@ def test_unet_filters_per_level_set_its_depth():
     assert tuple(model(np.zeros((1, 32, 48, 1), np.float32)).shape) == (1, 32, 48, 3)
     with pytest.raises(UsageError, match="multiples of 16"):
         model(np.zeros((1, 24, 48, 1), np.float32))
+
+
+@pytest.mark.parametrize("upsampling", ["transpose", "bilinear"])
+def test_unet_channels_first_inside_gives_the_same_outputs(upsampling):
+    from minc_keras.models.unet import build_unet
+
+    shape = (None, None, 1)
+    last = build_unet(shape, 3, nK=[4], upsampling=upsampling, channels_first=False)
+    first = build_unet(shape, 3, nK=[4], upsampling=upsampling, channels_first=True)
+    assert first.count_params() == last.count_params()
+    first.set_weights(last.get_weights())  # Keras keeps kernels in one layout for both
+    x = np.random.default_rng(0).random((2, 32, 48, 1), dtype=np.float32)
+    expected = last.predict_on_batch(x)
+    assert expected.shape == (2, 32, 48, 3)
+    assert expected.std() > 0
+    np.testing.assert_allclose(first.predict_on_batch(x), expected, atol=1e-5)
+    assert np.allclose(first.predict_on_batch(x).sum(axis=-1), 1)  # softmax over classes

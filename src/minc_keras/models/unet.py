@@ -84,14 +84,27 @@ class SpatialMultiple(keras.layers.Layer):
         return {**super().get_config(), "multiple": self.multiple}
 
 
-def _conv_block(x, filters: int, kernel_size: int, activation, name: str):
+def channels_first_inside() -> bool:
+    """Whether new U-Nets keep their features channels-first between input and output.
+
+    Under the torch backend, yes: Keras' torch convolutions take channels-first tensors and
+    copy channels-last ones to that layout and back around every convolution, which cost
+    as much time as the convolutions themselves in a profile of the U-Net. The network's
+    input and output stay channels-last either way (one transpose each).
+    """
+    return keras.config.backend() == "torch"
+
+
+def _conv_block(x, filters: int, kernel_size: int, activation, name: str, data_format: str):
     """Two Conv2D (no bias) -> BatchNormalization -> activation units."""
     for i in (1, 2):
         x = keras.layers.Conv2D(
-            filters, kernel_size, padding="same", use_bias=False, name=f"{name}_conv{i}"
+            filters, kernel_size, padding="same", use_bias=False, data_format=data_format,
+            name=f"{name}_conv{i}"
         )(x)
         # momentum 0.9: the running statistics must settle within a few CPU-minutes of training
-        x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn{i}")(x)
+        x = keras.layers.BatchNormalization(axis=1 if data_format == "channels_first" else -1,
+                                            momentum=0.9, name=f"{name}_bn{i}")(x)
         x = keras.layers.Activation(activation, name=f"{name}_act{i}")(x)
     return x
 
@@ -107,6 +120,7 @@ def build_unet(
     drop_out: float | None = None,
     depth: int = UNET_DEPTH,
     upsampling: str = "transpose",
+    channels_first: bool | None = None,
     name: str = "unet",
     **ignored,
 ) -> keras.Model:
@@ -139,6 +153,9 @@ def build_unet(
         Resolution levels, at least 2 (default 4: 3 poolings).
     upsampling : {"transpose", "bilinear"}
         Decoder upsampling.
+    channels_first : bool, optional
+        Keep the features channels-first inside the network (default: under the torch
+        backend, see :func:`channels_first_inside`). Same weights, same results.
     name : str
         Model name.
     **ignored
@@ -162,27 +179,44 @@ def build_unet(
     kernel = int(kernel_size) if kernel_size else 3
     check = SpatialMultiple(unet_multiple(depth), name="check_size")
     check.check_shape((None, *input_shape))  # a fixed size is rejected now, in one sentence
+    if channels_first is None:
+        channels_first = channels_first_inside()
+    layout = "channels_first" if channels_first else "channels_last"
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = check(inputs)
+    if channels_first:
+        x = keras.layers.Permute((3, 1, 2), name="to_channels_first")(x)
     skips = []
     for level in range(depth):
-        x = _conv_block(x, filters_per_level[level], kernel, activation_hidden, f"enc{level}")
+        x = _conv_block(x, filters_per_level[level], kernel, activation_hidden, f"enc{level}",
+                        layout)
         if level < depth - 1:
             skips.append(x)
-            x = keras.layers.MaxPooling2D(2, name=f"pool{level}")(x)
+            x = keras.layers.MaxPooling2D(2, data_format=layout, name=f"pool{level}")(x)
     if drop_out:
         x = keras.layers.Dropout(drop_out, name="bottleneck_dropout")(x)
     for level in reversed(range(depth - 1)):
         filters = filters_per_level[level]
         if upsampling == "transpose":
             x = keras.layers.Conv2DTranspose(
-                filters, 2, strides=2, padding="same", name=f"up{level}"
+                filters, 2, strides=2, padding="same", data_format=layout, name=f"up{level}"
             )(x)
         else:
-            x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"up{level}")(x)
-            x = keras.layers.Conv2D(filters, 3, padding="same", name=f"up{level}_conv")(x)
-        x = keras.layers.Concatenate(name=f"skip{level}")([x, skips[level]])
-        x = _conv_block(x, filters, kernel, activation_hidden, f"dec{level}")
-    outputs = keras.layers.Conv2D(num_classes, 1, activation=activation_output, name="output",
-                                  dtype="float32")(x)  # softmax in float32 under bfloat16
+            x = keras.layers.UpSampling2D(2, interpolation="bilinear", data_format=layout,
+                                          name=f"up{level}")(x)
+            x = keras.layers.Conv2D(filters, 3, padding="same", data_format=layout,
+                                    name=f"up{level}_conv")(x)
+        x = keras.layers.Concatenate(axis=1 if channels_first else -1,
+                                     name=f"skip{level}")([x, skips[level]])
+        x = _conv_block(x, filters, kernel, activation_hidden, f"dec{level}", layout)
+    # the output in float32 (softmax under bfloat16), over the last (channel) axis
+    if not channels_first:
+        outputs = keras.layers.Conv2D(num_classes, 1, activation=activation_output,
+                                      name="output", dtype="float32")(x)
+        return keras.Model(inputs, outputs, name=name)
+    x = keras.layers.Conv2D(num_classes, 1, data_format=layout, name="output",
+                            dtype="float32")(x)
+    x = keras.layers.Permute((2, 3, 1), name="to_channels_last", dtype="float32")(x)
+    outputs = keras.layers.Activation(activation_output, name="probabilities",
+                                      dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
