@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pandas as pd
 import pytest
 from synthetic import train_tiny_model, write_scan_folder
@@ -9,6 +12,8 @@ from synthetic import train_tiny_model, write_scan_folder
 from minc_keras import process_recycling
 from minc_keras.errors import MincKerasError
 from minc_keras.predict import predict_scans
+
+psutil = pytest.importorskip("psutil", reason="needs psutil (the test extra)")
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +61,43 @@ def test_a_bad_model_is_refused_from_the_child(cohort, tmp_path):
     with pytest.raises(MincKerasError, match=r"model\.keras"):
         predict_scans(bad, [str(cohort)], tmp_path / "out", quiet=True, scans_per_process=2)
     assert not list((tmp_path / "out").glob("*_dseg*"))
+
+
+def _pool_workers() -> list:
+    """Our spawned pool workers (not multiprocessing's resource tracker)."""
+    workers = []
+    for child in psutil.Process().children():
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                workers.append(child)
+        except psutil.Error:
+            pass
+    return workers
+
+
+def test_a_killed_child_is_one_sentence_and_a_rerun_goes_on(model_path, cohort, tmp_path):
+    out = tmp_path / "out"
+    outcome = {}
+
+    def run():
+        try:
+            outcome["report"] = predict_scans(model_path, [str(cohort)], out, quiet=True,
+                                              scans_per_process=2)
+        except MincKerasError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not (workers := _pool_workers()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert workers, "no child process was started"
+    workers[0].kill()  # as the kernel's OOM killer would
+    thread.join(300)
+    assert "report" not in outcome
+    assert "ended without finishing it" in str(outcome["error"])
+    assert "--skip-existing" in str(outcome["error"])
+    report = predict_scans(model_path, [str(cohort)], out, quiet=True, scans_per_process=2,
+                           skip_existing=True)
+    assert len(report.rows) + len(report.skipped) == 4
+    assert len(pd.read_csv(out / "volumes.csv")) == 4

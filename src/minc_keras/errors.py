@@ -30,3 +30,7 @@ class OutputExistsError(MincKerasError, FileExistsError):
 
 class TargetError(MincKerasError, OSError):
     """An output folder or file cannot be created or written."""
+
+
+class ProcessDiedError(MincKerasError, RuntimeError):
+    """A worker process was killed (by the user, or for lack of memory) before it finished."""

@@ -16,9 +16,11 @@ import functools
 import logging
 import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from minc_keras.errors import ProcessDiedError
 from minc_keras.progress import progress
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,17 @@ def _load_model(model_path: str, tta: bool) -> None:
     from minc_keras.cohort import _worker_segmenter
 
     _worker_segmenter(model_path, tta)
+
+
+def _result(future: Future, scan: Path):
+    """The future's result; a child that died becomes one sentence, not a traceback."""
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise ProcessDiedError(
+            f"the process segmenting {scan} ended without finishing it (killed, or out of "
+            "memory?); rerun the same command with --skip-existing to go on from there"
+        ) from None
 
 
 def segment_in_fresh_processes(model_path: Path, scans: list[Path], out_dir: Path, *,
@@ -72,7 +85,8 @@ def segment_in_fresh_processes(model_path: Path, scans: list[Path], out_dir: Pat
     Raises
     ------
     MincKerasError
-        If the model cannot be loaded (raised in the child, re-raised here).
+        If the model cannot be loaded (raised in the child, re-raised here), or a child
+        process dies (:class:`~minc_keras.errors.ProcessDiedError`).
     """
     from minc_keras.cohort import segment_on_worker
 
@@ -89,10 +103,10 @@ def segment_in_fresh_processes(model_path: Path, scans: list[Path], out_dir: Pat
         pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_start_child,
                                    initargs=(logging.getLogger().getEffectiveLevel(),))
         try:
-            pool.submit(_load_model, segment.keywords["model_path"], tta).result()
+            _result(pool.submit(_load_model, segment.keywords["model_path"], tta), chunk[0])
             futures = [pool.submit(segment, str(scan)) for scan in chunk]
             for scan, future in zip(chunk, futures, strict=True):
-                status, result = future.result()
+                status, result = _result(future, scan)
                 next(bar, None)
                 if status == "done":
                     on_done(result)
