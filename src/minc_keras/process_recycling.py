@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing
+import sys
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -30,8 +31,8 @@ SCANS_PER_PROCESS = 32
 
 
 def _start_child(level: int) -> None:
-    """Log in the child as in the parent (the child starts with Python's defaults)."""
-    logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
+    """Log in the child as the command line does (the child starts with Python's defaults)."""
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     logging.getLogger("nibabel.global").setLevel(logging.CRITICAL)
 
 
