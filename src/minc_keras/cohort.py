@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=4)
-def _worker_segmenter(model_path: str, tta: bool):
+def worker_segmenter(model_path: str, tta: bool):
     """The model of ``model_path``, loaded once per worker process and kept."""
     from minc_keras.evaluate import load_segmenter
 
@@ -40,7 +40,7 @@ def segment_on_worker(path: str, *, model_path: str, out_dir: str, clobber: bool
     from minc_keras.predict import segment_file
 
     try:
-        segmenter = _worker_segmenter(model_path, tta)
+        segmenter = worker_segmenter(model_path, tta)
         row = segment_file(segmenter, Path(path), Path(out_dir), model_path=Path(model_path),
                            clobber=clobber, save_probabilities=save_probabilities,
                            batch_size=batch_size)

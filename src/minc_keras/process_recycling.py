@@ -38,9 +38,9 @@ def _start_child(level: int) -> None:
 
 def _load_model(model_path: str, tta: bool) -> None:
     """Load the model in the child (kept for its scans); raises if it is not usable."""
-    from minc_keras.cohort import _worker_segmenter
+    from minc_keras.cohort import worker_segmenter
 
-    _worker_segmenter(model_path, tta)
+    worker_segmenter(model_path, tta)
 
 
 def _result(future: Future, scan: Path):
