@@ -6,22 +6,10 @@ import os
 
 import pandas as pd
 import pytest
-from synthetic import train_tiny_model, write_scan_folder
 
 from minc_keras.cli import main
 
 pytest.importorskip("dask.distributed", reason="needs dask.distributed")
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return train_tiny_model(tmp_path_factory.mktemp("cohort-model"), epochs=2)
-
-
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory):  # one bad scan in the cohort
-    return write_scan_folder(tmp_path_factory.mktemp("cohort"), range(40, 46),
-                             "sub-99_T1w.nii.gz")
 
 
 def _predict(model_path, out, folder, *extra):
@@ -29,12 +17,12 @@ def _predict(model_path, out, folder, *extra):
                  *extra])
 
 
-def test_dask_gives_the_serial_files_and_survives_a_bad_scan(model_path, cohort, tmp_path,
+def test_dask_gives_the_serial_files_and_survives_a_bad_scan(cohort_model, cohort_scans, tmp_path,
                                                               capsys):
-    assert _predict(model_path, tmp_path / "serial", cohort) == 2  # the bad scan fails
+    assert _predict(cohort_model, tmp_path / "serial", cohort_scans) == 2  # the bad scan fails
     capsys.readouterr()
     environ = dict(os.environ)
-    assert _predict(model_path, tmp_path / "dask", cohort, "--scheduler", "dask",
+    assert _predict(cohort_model, tmp_path / "dask", cohort_scans, "--scheduler", "dask",
                     "--workers", "2") == 2
     # Dask sets OMP_NUM_THREADS=1 for its workers; our own processes keep their threads
     assert dict(os.environ) == environ
@@ -52,17 +40,17 @@ def test_dask_gives_the_serial_files_and_survives_a_bad_scan(model_path, cohort,
         table, pd.read_csv(tmp_path / "serial" / "volumes.csv").drop(columns="output"))
 
     # a re-run (say after the job was killed) leaves out the scans already done
-    assert _predict(model_path, tmp_path / "dask", cohort, "--scheduler", "dask",
+    assert _predict(cohort_model, tmp_path / "dask", cohort_scans, "--scheduler", "dask",
                     "--workers", "2") == 2
     out = capsys.readouterr().out
     assert "left out 6 scans" in out
     assert "segmented 0 scans" in out
 
 
-def test_unreachable_scheduler_is_a_clear_error(model_path, cohort, tmp_path, capsys):
+def test_unreachable_scheduler_is_a_clear_error(cohort_model, cohort_scans, tmp_path, capsys):
     dask = pytest.importorskip("dask")
     with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
-        code = _predict(model_path, tmp_path / "out", cohort, "--scheduler", "dask",
+        code = _predict(cohort_model, tmp_path / "out", cohort_scans, "--scheduler", "dask",
                         "--scheduler-address", "tcp://127.0.0.1:1")
     assert code == 2
     err = capsys.readouterr().err
