@@ -6,6 +6,7 @@ Importing this package registers the custom losses, metrics and layers with Kera
 
 from __future__ import annotations
 
+from minc_keras.models.fused_batchnorm import FusedBatchNormalization
 from minc_keras.models.losses import (
     LOSS_NAMES,
     DiceCELoss,
@@ -38,6 +39,7 @@ __all__ = [
     "DiceCELoss",
     "DiceLoss",
     "DiceScore",
+    "FusedBatchNormalization",
     "SpatialMultiple",
     "available_models",
     "build_model",

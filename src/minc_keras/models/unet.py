@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import keras
 
 from minc_keras.errors import UsageError
+from minc_keras.models.fused_batchnorm import FusedBatchNormalization
 
 #: Resolution levels of the U-Net (3 poolings).
 UNET_DEPTH = 4
@@ -103,8 +104,8 @@ def _conv_block(x, filters: int, kernel_size: int, activation, name: str, data_f
             name=f"{name}_conv{i}"
         )(x)
         # momentum 0.9: the running statistics must settle within a few CPU-minutes of training
-        x = keras.layers.BatchNormalization(axis=1 if data_format == "channels_first" else -1,
-                                            momentum=0.9, name=f"{name}_bn{i}")(x)
+        x = FusedBatchNormalization(axis=1 if data_format == "channels_first" else -1,
+                                    momentum=0.9, name=f"{name}_bn{i}")(x)
         x = keras.layers.Activation(activation, name=f"{name}_act{i}")(x)
     return x
 
