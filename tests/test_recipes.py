@@ -107,11 +107,10 @@ def test_time_budget_ends_training_early_with_a_checkpoint(tmp_path, capsys):
 def test_16_bit_training_saves_a_model_that_predicts_float32(tmp_path, flags):
     import keras
 
-    from minc_keras.train import accelerator
+    from minc_keras.train import dtype_policy
 
-    # --mixed-precision: bfloat16 on a CPU, float16 (with loss scaling) on a GPU
-    expected = "mixed_float16" if flags[0] == "--mixed-precision" and accelerator() \
-        else "mixed_bfloat16"
+    # --mixed-precision: float16 (with loss scaling) on a GPU, bfloat16 on a CPU that has it
+    expected = dtype_policy("mixed") if flags[0] == "--mixed-precision" else "mixed_bfloat16"
     source = write_dataset(tmp_path / "source", n_subjects=4)
     target = tmp_path / "run"
     argv = ["--source", str(source), "--target", str(target), "--input-str", "T1w_anat",
@@ -125,6 +124,22 @@ def test_16_bit_training_saves_a_model_that_predicts_float32(tmp_path, flags):
     out = model.predict(np.zeros((1, 32, 32, 1), np.float32), verbose=0)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out.sum(-1), 1.0, atol=1e-3)
+
+
+def test_mixed_precision_follows_the_cpu(monkeypatch, caplog):
+    from minc_keras import train
+
+    monkeypatch.setattr(train, "accelerator", lambda: None)
+    monkeypatch.setattr(train, "cpu_computes_bfloat16", lambda: True)
+    assert train.dtype_policy("mixed") == "mixed_bfloat16"
+    monkeypatch.setattr(train, "cpu_computes_bfloat16", lambda: False)
+    with caplog.at_level("INFO", logger="minc_keras.train"):
+        assert train.dtype_policy("mixed") == "float32"
+        assert train.dtype_policy("bfloat16") == "mixed_bfloat16"  # asked for: kept, warned
+    assert "no native bfloat16, training in float32" in caplog.text
+    assert "--precision bfloat16 will be much slower than float32 here" in caplog.text
+    monkeypatch.setattr(train, "accelerator", lambda: "cuda:0 (test)")
+    assert train.dtype_policy("mixed") == "mixed_float16"
 
 
 def test_time_budget_is_shared_by_the_views(tmp_path):

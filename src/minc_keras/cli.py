@@ -93,7 +93,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        default="float32",
                        help="float32 (default); bfloat16 or float16 compute with 16-bit "
                        "activations and float32 weights (bfloat16: CPUs with AVX-512 BF16 or "
-                       "AMX; float16: GPUs); mixed picks float16 on a GPU, bfloat16 otherwise")
+                       "AMX; float16: GPUs); mixed picks float16 on a GPU, bfloat16 on a CPU "
+                       "that has it, float32 otherwise")
     group.add_argument("--mixed-precision", dest="precision", action="store_const",
                        const="mixed", help="the same as --precision mixed")
     group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
