@@ -11,6 +11,7 @@ from minc_keras.models import (
     DiceCELoss,
     DiceLoss,
     DiceScore,
+    class_balance_weights,
     dice_ce_loss,
     dice_loss,
     dice_per_class,
@@ -100,6 +101,35 @@ def test_dice_ce_is_dice_plus_crossentropy():
     assert value(dice_ce_loss(b_true, b_pred)).shape == (2,)
 
 
+def test_class_balance_weights_by_hand():
+    # 4 pixels: class 0 on 3 (share 0.75), class 1 on 1 (share 0.25), class 2 absent.
+    y_true = one_hot([[[0, 0], [0, 1]]], 3)
+    raw = 1 / np.sqrt(np.array([0.75, 0.25, 0.0]) + 1e-3)
+    scale = 0.75 * raw[0] + 0.25 * raw[1]
+    weights = value(class_balance_weights(y_true))
+    np.testing.assert_allclose(weights, [[[raw[0], raw[0]], [raw[0], raw[1]]]] / scale,
+                               rtol=1e-5)
+    assert weights.mean() == pytest.approx(1.0)
+    # the rarer class weighs sqrt(3) times more (up to the floor of 0.001)
+    assert weights[0, 1, 1] / weights[0, 0, 0] == pytest.approx(np.sqrt(0.751 / 0.251))
+
+
+def test_dice_wce_is_dice_plus_balanced_crossentropy():
+    rng = np.random.default_rng(5)
+    y_true = one_hot(rng.choice(3, size=(2, 4, 5), p=[0.8, 0.15, 0.05]))
+    y_pred = value(keras.ops.softmax(rng.normal(size=(2, 4, 5, 3)).astype(np.float32)))
+    pixel_ce = -np.log(np.sum(y_true * y_pred, -1))
+    weights = value(class_balance_weights(y_true))
+    expected = value(dice_loss(y_true, y_pred)) + (pixel_ce * weights).mean(axis=(1, 2))
+    np.testing.assert_allclose(value(dice_ce_loss(y_true, y_pred, balanced=True)), expected,
+                               rtol=1e-5)
+    loss = get_loss("dice_wce")
+    assert (loss.name, loss.balanced) == ("dice_wce", True)
+    assert value(loss(y_true, y_pred)) == pytest.approx(expected.mean(), rel=1e-5)
+    # the rare class's errors weigh more than in the plain loss
+    assert value(loss(y_true, y_pred)) != pytest.approx(value(get_loss("dice_ce")(y_true, y_pred)))
+
+
 @pytest.mark.parametrize(
     ("name", "kind"),
     [
@@ -107,6 +137,7 @@ def test_dice_ce_is_dice_plus_crossentropy():
         ("dice_ce", DiceCELoss),
         ("dice+ce", DiceCELoss),
         ("Dice-CE", DiceCELoss),
+        ("dice_wce", DiceCELoss),
         ("categorical_crossentropy", keras.losses.CategoricalCrossentropy),
         ("binary_crossentropy", keras.losses.BinaryCrossentropy),
     ],
@@ -123,7 +154,9 @@ def test_get_loss_unknown_name():
 def test_losses_serialise_with_their_smoothing():
     restored = keras.losses.deserialize(keras.losses.serialize(DiceCELoss(smooth=0.5)))
     assert isinstance(restored, DiceCELoss)
-    assert restored.smooth == 0.5
+    assert (restored.smooth, restored.balanced) == (0.5, False)
+    restored = keras.losses.deserialize(keras.losses.serialize(get_loss("dice_wce")))
+    assert (restored.name, restored.balanced) == ("dice_wce", True)
 
 
 # Two batches of one 2 x 3 slice, three classes. Class 1, by hand:

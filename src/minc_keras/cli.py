@@ -50,7 +50,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="slices per batch (default 1, the workshop's)")
     group.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
     group.add_argument("--loss", default="categorical_crossentropy",
-                       help="categorical_crossentropy, binary_crossentropy, dice, dice_ce")
+                       help="categorical_crossentropy, binary_crossentropy, dice, dice_ce, "
+                            "dice_wce (Dice + class-balanced cross-entropy)")
     group.add_argument("--metric", default="categorical_accuracy", help="accuracy metric")
     group.add_argument("--activation-hidden", dest="activation_hidden", default="relu")
     group.add_argument("--activation-output", dest="activation_output", default="softmax")

@@ -16,7 +16,11 @@ from keras import ops
 from minc_keras.errors import UsageError
 
 #: Names :func:`get_loss` accepts (``"dice+ce"`` and ``"dice-ce"`` also mean ``dice_ce``).
-LOSS_NAMES = ("categorical_crossentropy", "binary_crossentropy", "dice", "dice_ce")
+LOSS_NAMES = ("categorical_crossentropy", "binary_crossentropy", "dice", "dice_ce", "dice_wce")
+
+#: Added to a class's share of the batch before weighting it by ``1 / sqrt(share)``: a
+#: class absent from the batch gets a finite weight.
+CLASS_SHARE_FLOOR = 1e-3
 
 #: Default additive smoothing of the Dice ratio, in voxels.
 SMOOTH = 1.0
@@ -61,12 +65,37 @@ def dice_loss(y_true, y_pred, smooth: float = SMOOTH):
     return 1.0 - ops.mean(dice, axis=-1)
 
 
-def crossentropy(y_true, y_pred):
+def class_balance_weights(y_true):
+    """Per-pixel weights ``1 / sqrt(share of the pixel's class in the batch)``, mean 1.
+
+    A class that covers 1 % of the batch, such as the ventricles, weighs 10x more per
+    pixel than one covering all of it would; the weights are scaled so that their mean
+    over the batch's pixels is 1, which keeps the loss's size.
+
+    Parameters
+    ----------
+    y_true : tensor of shape (N, H, W, K)
+        One-hot targets, ``K > 1``.
+
+    Returns
+    -------
+    tensor of shape (N, H, W)
+    """
+    y_true = ops.convert_to_tensor(y_true)
+    share = ops.mean(y_true, axis=tuple(range(len(y_true.shape) - 1)))
+    weight = 1.0 / ops.sqrt(share + CLASS_SHARE_FLOOR)
+    weight = weight / ops.sum(share * weight)
+    return ops.sum(y_true * weight, axis=-1)
+
+
+def crossentropy(y_true, y_pred, balanced: bool = False):
     """Per-sample mean cross-entropy: binary for one channel, categorical for more.
 
     Parameters
     ----------
     y_true, y_pred : tensor of shape (N, H, W, K)
+    balanced : bool
+        Weight each pixel by :func:`class_balance_weights` (categorical only).
 
     Returns
     -------
@@ -78,10 +107,12 @@ def crossentropy(y_true, y_pred):
         pixel = keras.losses.binary_crossentropy(y_true, y_pred)
     else:
         pixel = keras.losses.categorical_crossentropy(y_true, y_pred)
+        if balanced:
+            pixel = pixel * class_balance_weights(y_true)
     return ops.mean(pixel, axis=tuple(range(1, len(pixel.shape))))
 
 
-def dice_ce_loss(y_true, y_pred, smooth: float = SMOOTH):
+def dice_ce_loss(y_true, y_pred, smooth: float = SMOOTH, balanced: bool = False):
     """Soft Dice loss plus cross-entropy (binary when the last axis has size 1).
 
     Parameters
@@ -89,13 +120,15 @@ def dice_ce_loss(y_true, y_pred, smooth: float = SMOOTH):
     y_true, y_pred : tensor of shape (N, H, W, K)
     smooth : float
         Dice smoothing, see :func:`dice_loss`.
+    balanced : bool
+        Class-balanced cross-entropy, see :func:`crossentropy`.
 
     Returns
     -------
     tensor of shape (N,)
         ``dice_loss(y_true, y_pred) + crossentropy(y_true, y_pred)``.
     """
-    return dice_loss(y_true, y_pred, smooth) + crossentropy(y_true, y_pred)
+    return dice_loss(y_true, y_pred, smooth) + crossentropy(y_true, y_pred, balanced)
 
 
 class _SmoothedLoss(keras.losses.Loss):
@@ -146,16 +179,26 @@ class DiceCELoss(_SmoothedLoss):
     ----------
     smooth : float
         Additive smoothing of the Dice term (default 1 voxel).
+    balanced : bool
+        Weight the cross-entropy's pixels by the inverse square root of their class's
+        share of the batch (``dice_wce``), so that a small class such as the ventricles
+        is learnt early in a short training.
     name, reduction, dtype
         As for :class:`keras.losses.Loss`.
     """
 
-    def __init__(self, smooth: float = SMOOTH, name: str = "dice_ce", **kwargs) -> None:
+    def __init__(self, smooth: float = SMOOTH, balanced: bool = False, name: str = "dice_ce",
+                 **kwargs) -> None:
         super().__init__(smooth=smooth, name=name, **kwargs)
+        self.balanced = bool(balanced)
 
     def call(self, y_true, y_pred):
         """Per-sample Dice + cross-entropy, shape ``(N,)``."""
-        return dice_ce_loss(y_true, y_pred, self.smooth)
+        return dice_ce_loss(y_true, y_pred, self.smooth, self.balanced)
+
+    def get_config(self) -> dict:
+        """Configuration for serialisation."""
+        return {**super().get_config(), "balanced": self.balanced}
 
 
 def get_loss(name: str) -> keras.losses.Loss:
@@ -164,8 +207,9 @@ def get_loss(name: str) -> keras.losses.Loss:
     Parameters
     ----------
     name : str
-        ``categorical_crossentropy``, ``binary_crossentropy``, ``dice`` or ``dice_ce``
-        (also ``dice+ce``); case and ``-``/``_`` do not matter.
+        ``categorical_crossentropy``, ``binary_crossentropy``, ``dice``, ``dice_ce``
+        (also ``dice+ce``) or ``dice_wce`` (Dice + class-balanced cross-entropy); case and
+        ``-``/``_`` do not matter.
 
     Returns
     -------
@@ -187,6 +231,7 @@ def get_loss(name: str) -> keras.losses.Loss:
         "binary_crossentropy": keras.losses.BinaryCrossentropy,
         "dice": DiceLoss,
         "dice_ce": DiceCELoss,
+        "dice_wce": lambda: DiceCELoss(balanced=True, name="dice_wce"),
     }
     if key not in factories:
         raise UsageError(
