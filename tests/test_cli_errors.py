@@ -104,6 +104,13 @@ def test_bad_ratios(source, tmp_path, capsys, ratios, needle):
     _one_sentence_error(capsys, "ratio")
 
 
+def test_unknown_loss_is_refused_before_anything_is_written(source, tmp_path, capsys):
+    assert main(["run", "--source", str(source), "--target", str(tmp_path / "t"), *PATTERNS,
+                 "--ratios", "0.5", "0.25", "--loss", "dice_wcee", "--quiet"]) == 2
+    _one_sentence_error(capsys, "unknown loss 'dice_wcee'", "dice_wce")
+    assert not (tmp_path / "t").exists()
+
+
 def test_target_that_cannot_be_written(source, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

@@ -246,11 +246,13 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 def _train_options(args: argparse.Namespace):
     from minc_keras.errors import UsageError
+    from minc_keras.models import get_loss
     from minc_keras.train import TrainOptions
 
     if args.resume and args.clobber:
         raise UsageError("--resume continues a training and --clobber starts it again; "
                          "give one of them")
+    get_loss(args.loss)  # an unknown name is refused now, before any scan is read
     return TrainOptions(
         model_type=args.model_type, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         loss=args.loss, metric=args.metric, activation_hidden=args.activation_hidden,
