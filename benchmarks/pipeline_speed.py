@@ -12,6 +12,7 @@ Measures, in one run on this machine:
 Usage::
 
     python benchmarks/pipeline_speed.py [--model-type model_0_0] [--batch-size 16] [--steps 60]
+        [--nK 16,32,64,128] [--input-stride 2]
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def main() -> int:
     parser.add_argument("--model-type", default="model_0_0")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=60, help="training steps to time")
+    parser.add_argument("--nK", type=lambda t: [int(k) for k in t.split(",")], default=None,
+                        help="filters, as for minc-keras (unet: base or per level)")
+    parser.add_argument("--input-stride", type=int, default=1, help="unet: as for minc-keras")
     parser.add_argument("--repeats", type=int, default=3, help="cache builds to time")
     args = parser.parse_args()
     source = DATA / "oasis-dev"
@@ -62,7 +66,8 @@ def main() -> int:
         print(f"preprocessing: {n} volumes in {build:.1f} s (median of {args.repeats}) = "
               f"{n / build:.2f} volumes/s")
 
-        options = TrainOptions(model_type=args.model_type, batch_size=args.batch_size)
+        options = TrainOptions(model_type=args.model_type, batch_size=args.batch_size,
+                               nK=args.nK, input_stride=args.input_stride)
         model, info = build_network(cache, options)
         model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy")
         data = SliceDataset(cache, "train", batch_size=args.batch_size, shuffle=True,
@@ -83,7 +88,8 @@ def main() -> int:
         flops = 3 * conv_flops_per_slice(core_model(model), height, width)
         achieved = flops * slices_per_s / 1e9
         peak = matmul_gflops()
-        print(f"training {args.model_type}: {slices_per_s:.1f} slices/s of {height}x{width} "
+        print(f"training {args.model_type} ({model.count_params():,} parameters): "
+              f"{slices_per_s:.1f} slices/s of {height}x{width} "
               f"(batch {args.batch_size}, median step {step * 1000:.0f} ms)")
         print(f"  achieved {achieved:.1f} GFLOP/s = {achieved / peak:.0%} of the fp32 matmul rate "
               f"measured now ({peak:.1f} GFLOP/s); {flops / 3 / 1e9:.2f} GFLOP forward per slice")

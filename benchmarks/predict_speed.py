@@ -31,7 +31,8 @@ def main() -> int:
     parser.add_argument("--scans", type=int, default=5)
     parser.add_argument("--tta", action="store_true")
     parser.add_argument("--recipe", default=None,
-                        help="time the network of this recipe (its model type, nK, precision)")
+                        help="time the network of this recipe (its model type, nK, input "
+                        "stride, precision)")
     args = parser.parse_args()
     source = DATA / "oasis-dev"
     if not source.is_dir():
@@ -52,7 +53,8 @@ def main() -> int:
         network = {}
         if args.recipe:
             recipe = recipe_defaults(args.recipe)
-            network = {k: recipe[k] for k in ("nK", "pad", "precision") if k in recipe}
+            network = {k: recipe[k] for k in ("nK", "input_stride", "pad", "precision")
+                       if k in recipe}
             args.model_types = [recipe["model_type"]]
         for model_type in args.model_types:
             for views in (["axial"], ["axial", "coronal", "sagittal"]):

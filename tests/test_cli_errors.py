@@ -111,6 +111,18 @@ def test_unknown_loss_is_refused_before_anything_is_written(source, tmp_path, ca
     assert not (tmp_path / "t").exists()
 
 
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--input-stride", "2"], "applies to the U-Net (--model-type unet), not to model_0_0"),
+    (["--model-type", "unet", "--input-stride", "0"], "input_stride must be a positive integer"),
+])
+def test_bad_input_stride_is_refused_before_anything_is_written(source, tmp_path, capsys,
+                                                                 flags, message):
+    assert main(["run", "--source", str(source), "--target", str(tmp_path / "t"), *PATTERNS,
+                 "--ratios", "0.5", "0.25", *flags, "--quiet"]) == 2
+    _one_sentence_error(capsys, message)
+    assert not (tmp_path / "t").exists()
+
+
 def test_target_that_cannot_be_written(source, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

@@ -129,6 +129,7 @@ class TrainOptions:
     kernel_size: int | None = None
     drop_out: float | None = None
     n_dil: list[int] | None = None
+    input_stride: int = 1
     pad: int = 0
     views: list[str] = field(default_factory=lambda: ["axial"])
     class_names: list[str] | None = None
@@ -213,7 +214,9 @@ def _build_network(cache: SliceCache, options: TrainOptions, view: str,
                            activation_hidden=options.activation_hidden,
                            activation_output=options.activation_output, nK=options.nK,
                            kernel_size=options.kernel_size, drop_out=options.drop_out,
-                           n_dil=options.n_dil)
+                           n_dil=options.n_dil,
+                           input_stride=options.input_stride if options.input_stride != 1
+                           else None)
         multiple = max(2 ** options.pad, required_multiple(options.model_type))
     # a U-Net deeper than the default needs larger multiples: pad to what it checks for
     multiple = max([multiple] + [layer.multiple for layer in core.layers

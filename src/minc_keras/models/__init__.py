@@ -18,12 +18,14 @@ from minc_keras.models.losses import (
     get_loss,
 )
 from minc_keras.models.metrics import DiceScore, dice_per_class, make_metrics
+from minc_keras.models.space_to_depth import DepthToSpace, SpaceToDepth
 from minc_keras.models.unet import UNET_DEPTH, SpatialMultiple, build_unet, unet_multiple
 from minc_keras.models.zoo import (
     MODEL_NAMES,
     WORKSHOP_MODELS,
     available_models,
     build_model,
+    check_input_stride,
     conv_stack,
     describe_models,
     register_model,
@@ -37,14 +39,17 @@ __all__ = [
     "MODEL_NAMES",
     "UNET_DEPTH",
     "WORKSHOP_MODELS",
+    "DepthToSpace",
     "DiceCELoss",
     "DiceLoss",
     "DiceScore",
     "FusedBatchNormalization",
+    "SpaceToDepth",
     "SpatialMultiple",
     "available_models",
     "build_model",
     "build_unet",
+    "check_input_stride",
     "class_balance_weights",
     "conv_stack",
     "crossentropy",

@@ -272,6 +272,7 @@ def build_model(
     kernel_size: int | None = None,
     drop_out: float | None = None,
     n_dil: Sequence[int] | int | None = None,
+    input_stride: int | None = None,
 ) -> keras.Model:
     """Build the network registered as ``name``.
 
@@ -296,6 +297,9 @@ def build_model(
         Dropout rate in ``[0, 1)`` (default 0).
     n_dil : int or sequence of int, optional
         Dilation rate per layer, or one rate for all (``custom``, ``dil``).
+    input_stride : int, optional
+        ``unet`` only: fold each s x s block of pixels into channels so the top level
+        runs at 1/s of the resolution (default 1, see :func:`build_unet`).
 
     Returns
     -------
@@ -312,6 +316,11 @@ def build_model(
     shape, options = _checked_options(
         num_classes, input_shape, activations, nK, kernel_size, drop_out, n_dil
     )
+    check_input_stride(name, input_stride)
+    if name == "unet":
+        options["input_stride"] = input_stride or 1
+    elif not entry.builtin:
+        options["input_stride"] = input_stride
     if not entry.builtin:  # a user's builder sees only the options the caller gave
         options = {k: v for k, v in options.items() if v is not None}
     model = entry.builder(shape, num_classes, **options)
@@ -321,6 +330,19 @@ def build_model(
             f"{type(model).__name__}; it must return a keras.Model"
         )
     return model
+
+
+def check_input_stride(name: str, input_stride: int | None) -> None:
+    """Raise UsageError unless ``input_stride`` is a positive integer that model ``name`` takes.
+
+    Built-in models other than ``unet`` take only the default (``None`` or 1).
+    """
+    entry = _entry(name)
+    if input_stride is not None and (not _is_int(input_stride) or input_stride < 1):
+        raise UsageError(f"input_stride must be a positive integer, got {input_stride!r}")
+    if entry.builtin and name != "unet" and input_stride not in (None, 1):
+        raise UsageError(f"input_stride (--input-stride) applies to the U-Net "
+                         f"(--model-type unet), not to {name}")
 
 
 def _checked_options(num_classes, input_shape, activations, nK, kernel_size, drop_out, n_dil):
