@@ -49,7 +49,12 @@ def test_recipe_sets_defaults_and_explicit_flags_win(name):
 def test_recipe_applies_to_train_subcommand():
     options = _options(["train", "--target", "t", "--recipe", "fast", "--epochs", "3"])
     assert options.model_type == "unet"
+    assert (options.input_stride, options.nK) == (2, [16])
     assert options.epochs == 3
+    full_resolution = _options(["train", "--target", "t", "--recipe", "fast",
+                                "--input-stride", "1"])
+    assert full_resolution.input_stride == 1
+    assert _options(["train", "--target", "t", "--recipe", "workshop"]).input_stride == 1
 
 
 def test_unknown_recipe_is_a_usage_error(capsys):
