@@ -236,3 +236,21 @@ def test_unet_channels_first_inside_gives_the_same_outputs(upsampling):
     assert expected.std() > 0
     np.testing.assert_allclose(first.predict_on_batch(x), expected, atol=1e-5)
     assert np.allclose(first.predict_on_batch(x).sum(axis=-1), 1)  # softmax over classes
+
+
+@pytest.mark.parametrize(("activation", "classes"), [("softmax", 3), ("sigmoid", 1)])
+def test_conv_stack_channels_first_inside_gives_the_same_outputs(activation, classes):
+    from minc_keras.models import conv_stack
+
+    options = {"nK": [4, 6], "kernel_size": 3, "dilations": [1, 2], "drop_out": 0.2,
+               "activation_output": activation}
+    last = conv_stack((None, None, 1), classes, channels_first=False, **options)
+    first = conv_stack((None, None, 1), classes, channels_first=True, **options)
+    assert "to_channels_first" in [layer.name for layer in first.layers]
+    assert first.count_params() == last.count_params()
+    first.set_weights(last.get_weights())
+    x = np.random.default_rng(1).random((2, 20, 28, 1), dtype=np.float32)
+    expected = last.predict_on_batch(x)
+    assert expected.shape == (2, 20, 28, classes)
+    assert expected.std() > 0
+    np.testing.assert_allclose(first.predict_on_batch(x), expected, atol=1e-5)

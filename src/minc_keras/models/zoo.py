@@ -31,7 +31,13 @@ from functools import partial
 import keras
 
 from minc_keras.errors import UsageError
-from minc_keras.models.unet import UNET_BASE_FILTERS, UNET_DEPTH, build_unet, unet_multiple
+from minc_keras.models.unet import (
+    UNET_BASE_FILTERS,
+    UNET_DEPTH,
+    build_unet,
+    channels_first_inside,
+    unet_multiple,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +103,7 @@ def conv_stack(
     dilations: Sequence[int] | None = None,
     activation_hidden: str = "relu",
     activation_output: str = "softmax",
+    channels_first: bool | None = None,
     name: str = "custom",
 ) -> keras.Model:
     """The workshop's ``base_model``: Conv2D (+ Dropout) layers, then a 1x1 Conv2D.
@@ -117,6 +124,10 @@ def conv_stack(
         Dilation rate of each hidden layer (default 1).
     activation_hidden, activation_output : str
         Keras activation names.
+    channels_first : bool, optional
+        Keep the features channels-first between the layers (default: under the torch
+        backend, as the U-Net does, see
+        :func:`~minc_keras.models.unet.channels_first_inside`). Same weights, same results.
     name : str
         Model name.
 
@@ -126,8 +137,13 @@ def conv_stack(
         Maps ``(N, H, W, C)`` to ``(N, H, W, num_classes)``.
     """
     dilations = list(dilations) if dilations else [1] * len(nK)
+    if channels_first is None:
+        channels_first = channels_first_inside()
+    layout = "channels_first" if channels_first else "channels_last"
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = inputs
+    if channels_first:
+        x = keras.layers.Permute((3, 1, 2), name="to_channels_first")(x)
     for i, (filters, rate) in enumerate(zip(nK, dilations, strict=True), start=1):
         x = keras.layers.Conv2D(
             int(filters),
@@ -135,14 +151,21 @@ def conv_stack(
             dilation_rate=int(rate),
             activation=activation_hidden,
             padding="same",
+            data_format=layout,
             name=f"conv{i}",
         )(x)
         if drop_out:
             x = keras.layers.Dropout(drop_out, name=f"dropout{i}")(x)
-    outputs = keras.layers.Conv2D(
-        num_classes, 1, activation=activation_output, padding="same", name="output",
-        dtype="float32",  # softmax in float32 under a bfloat16 policy
-    )(x)
+    # softmax in float32 under a bfloat16 policy, over the last (channel) axis
+    if not channels_first:
+        outputs = keras.layers.Conv2D(num_classes, 1, activation=activation_output,
+                                      padding="same", name="output", dtype="float32")(x)
+        return keras.Model(inputs, outputs, name=name)
+    x = keras.layers.Conv2D(num_classes, 1, padding="same", data_format=layout, name="output",
+                            dtype="float32")(x)
+    x = keras.layers.Permute((2, 3, 1), name="to_channels_last", dtype="float32")(x)
+    outputs = keras.layers.Activation(activation_output, name="probabilities",
+                                      dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
