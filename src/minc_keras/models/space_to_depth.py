@@ -35,15 +35,12 @@ class _BlockLayer(keras.layers.Layer):
         self.data_format = _check_format(data_format)
 
     def call(self, inputs):
-        """Rearrange ``inputs`` (in channels-first order inside)."""
+        """Fold or unfold the blocks of ``inputs`` (in channels-first order inside)."""
+        rearrange = _fold if self.folds else _unfold
         if self.data_format == "channels_first":
-            return self.rearrange(inputs)
-        x = self.rearrange(ops.transpose(inputs, (0, 3, 1, 2)))
+            return rearrange(inputs, self.block)
+        x = rearrange(ops.transpose(inputs, (0, 3, 1, 2)), self.block)
         return ops.transpose(x, (0, 2, 3, 1))
-
-    def rearrange(self, x):
-        """The layer's work on ``(N, C, H, W)`` features."""
-        raise NotImplementedError
 
     def compute_output_shape(self, input_shape):
         """Spatial sizes divided (folding) or multiplied by ``block``; channels the reverse."""
@@ -77,14 +74,6 @@ class SpaceToDepth(_BlockLayer):
 
     folds = True
 
-    def rearrange(self, x):
-        """Fold the blocks of ``(N, C, H, W)`` features into channels."""
-        b = self.block
-        _, c, h, w = ops.shape(x)
-        x = ops.reshape(x, (-1, c, h // b, b, w // b, b))
-        x = ops.transpose(x, (0, 1, 3, 5, 2, 4))  # (N, C, b, b, H/b, W/b): torch's order
-        return ops.reshape(x, (-1, c * b * b, h // b, w // b))
-
 
 @keras.saving.register_keras_serializable(package="minc_keras")
 class DepthToSpace(_BlockLayer):
@@ -99,14 +88,22 @@ class DepthToSpace(_BlockLayer):
 
     folds = False
 
-    def rearrange(self, x):
-        """Unfold the channels of ``(N, C*b*b, H, W)`` features into blocks of pixels."""
-        b = self.block
-        _, cbb, h, w = ops.shape(x)
-        c = cbb // (b * b)
-        x = ops.reshape(x, (-1, c, b, b, h, w))
-        x = ops.transpose(x, (0, 1, 4, 2, 5, 3))  # (N, C, H, b, W, b)
-        return ops.reshape(x, (-1, c, h * b, w * b))
+
+def _fold(x, b: int):
+    """Fold the b x b blocks of ``(N, C, H, W)`` features into channels."""
+    _, c, h, w = ops.shape(x)
+    x = ops.reshape(x, (-1, c, h // b, b, w // b, b))
+    x = ops.transpose(x, (0, 1, 3, 5, 2, 4))  # (N, C, b, b, H/b, W/b): torch's order
+    return ops.reshape(x, (-1, c * b * b, h // b, w // b))
+
+
+def _unfold(x, b: int):
+    """Unfold the channels of ``(N, C*b*b, H, W)`` features into b x b blocks of pixels."""
+    _, cbb, h, w = ops.shape(x)
+    c = cbb // (b * b)
+    x = ops.reshape(x, (-1, c, b, b, h, w))
+    x = ops.transpose(x, (0, 1, 4, 2, 5, 3))  # (N, C, H, b, W, b)
+    return ops.reshape(x, (-1, c, h * b, w * b))
 
 
 def _resized(shape, data_format: str, factor: float) -> tuple:
