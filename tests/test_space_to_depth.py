@@ -107,3 +107,22 @@ def test_run_with_input_stride_records_it_and_predicts_in_the_scans_grid(tmp_pat
                  str(tmp_path / "out"), "--quiet", str(scan)]) == 0
     labels = read_volume(next((tmp_path / "out").glob("*.mnc")))
     assert labels.data.shape == read_volume(scan).data.shape
+
+
+def test_a_registered_builder_gets_input_stride_only_when_it_is_not_the_default():
+    from minc_keras.models import register_model, unregister_model
+
+    seen = []
+
+    def tiny(input_shape, num_classes, **options):
+        seen.append(options.get("input_stride"))
+        inputs = keras.Input(shape=input_shape)
+        return keras.Model(inputs, keras.layers.Conv2D(num_classes, 1)(inputs))
+
+    register_model("tiny_strided", tiny)
+    try:
+        build_model("tiny_strided", num_classes=2, input_stride=1)
+        build_model("tiny_strided", num_classes=2, input_stride=2)
+    finally:
+        unregister_model("tiny_strided")
+    assert seen == [None, 2]

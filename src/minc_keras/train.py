@@ -215,8 +215,7 @@ def _build_network(cache: SliceCache, options: TrainOptions, view: str,
                            activation_output=options.activation_output, nK=options.nK,
                            kernel_size=options.kernel_size, drop_out=options.drop_out,
                            n_dil=options.n_dil,
-                           input_stride=options.input_stride if options.input_stride != 1
-                           else None)
+                           input_stride=options.input_stride)
         multiple = max(2 ** options.pad, required_multiple(options.model_type))
     # a U-Net deeper than the default needs larger multiples: pad to what it checks for
     multiple = max([multiple] + [layer.multiple for layer in core.layers

@@ -342,7 +342,7 @@ def build_model(
     check_input_stride(name, input_stride)
     if name == "unet":
         options["input_stride"] = input_stride or 1
-    elif not entry.builtin:
+    elif not entry.builtin and input_stride not in (None, 1):  # 1 is every model's default
         options["input_stride"] = input_stride
     if not entry.builtin:  # a user's builder sees only the options the caller gave
         options = {k: v for k, v in options.items() if v is not None}
