@@ -26,7 +26,7 @@ def test_no_recipe_keeps_the_workshop_defaults():
     options = _options(BASE)
     workshop = _options([*BASE, "--recipe", "workshop"])
     for key in ("model_type", "epochs", "batch_size", "lr", "loss", "views", "augment",
-                "time_budget", "schedule"):
+                "calibrate", "time_budget", "schedule"):
         assert getattr(options, key) == getattr(workshop, key), key
     assert options.model_type == "model_0_0"
     assert options.batch_size == 1

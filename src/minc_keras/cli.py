@@ -105,6 +105,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
                        help="random flips, rotations, scaling, gamma, bias field and noise on "
                        "the training slices (default off)")
+    group.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=False,
+                       help="once trained, fit a probability offset per class that maximises "
+                       "Dice on the validation scans and store it in the model, for every "
+                       "prediction (corrects the over-segmentation of small classes that "
+                       "class-weighted losses give; default off)")
     group.add_argument("--devices", type=int, default=1,
                        help="train data-parallel over this many devices, e.g. GPUs (JAX "
                        "backend: KERAS_BACKEND=jax; default 1)")
@@ -268,7 +273,8 @@ def _train_options(args: argparse.Namespace):
         seed=args.seed, clobber=args.clobber, make_model_only=args.make_model_only,
         class_names=args.class_names, views=args.views,
         quiet=args.quiet or args.verbose == 0, time_budget=args.time_budget,
-        schedule=args.schedule, augment=args.augment, precision=args.precision,
+        schedule=args.schedule, augment=args.augment, calibrate=args.calibrate,
+        precision=args.precision,
         recipe=args.recipe, resume=args.resume, devices=args.devices,
     )
 
@@ -277,6 +283,8 @@ def _print_training(trained) -> None:
     print(f"model: {trained.model_path} ({trained.parameters:,} parameters)")
     if trained.trained:
         print(f"trained in {trained.seconds / 60:.1f} min")
+    if trained.calibration is not None:
+        print(trained.calibration.line())
 
 
 def _print_evaluation(evaluation) -> None:

@@ -63,13 +63,16 @@ def load_trained(path: Path, *, compile: bool = True) -> tuple[keras.Model, dict
     return model, info
 
 
-def load_segmenter(path: Path, *, tta: bool = False) -> Segmenter:
-    """Load ``path`` and the other views of its ensemble, if it has any."""
+def load_segmenter(path: Path, *, tta: bool = False, calibrated: bool = True) -> Segmenter:
+    """Load ``path`` and the other views of its ensemble, if it has any.
+
+    ``calibrated=False`` leaves out the class offsets of ``--calibrate``.
+    """
     model, info = load_trained(path, compile=False)
     members = [(model, info)]
     for name in info.get("ensemble", [])[1:]:
         members.append(load_trained(path.parent / name, compile=False))
-    return Segmenter(members, tta=tta)
+    return Segmenter(members, tta=tta, calibrated=calibrated)
 
 
 def segment_cached(segmenter: Segmenter, cache: SliceCache, index: int,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from minc_keras.calibrate import apply_offsets
 from minc_keras.data.dataset import take_slices
 from minc_keras.data.preprocess import VIEW_AXES, round_up
 
@@ -71,7 +72,9 @@ class Segmenter:
     A run trained with ``--views axial,coronal,sagittal`` saves one model per view; the
     first file's metadata names the others (``ensemble``), and their probabilities are
     averaged (as FastSurfer does). With ``tta`` each view also sees the left-right
-    mirrored volume and its mirrored prediction is averaged in.
+    mirrored volume and its mirrored prediction is averaged in. The averaged
+    probabilities are then shifted by the class offsets fitted on the validation scans
+    after training (:mod:`minc_keras.calibrate`), if the model has them.
 
     Parameters
     ----------
@@ -79,11 +82,16 @@ class Segmenter:
         Each model with its :func:`~minc_keras.model_info.read_info` metadata.
     tta : bool
         Flip test-time augmentation.
+    calibrated : bool
+        Apply the first model's ``class_offsets`` (if it has any); False gives the
+        networks' own averaged probabilities.
     """
 
-    def __init__(self, members: list[tuple], *, tta: bool = False) -> None:
+    def __init__(self, members: list[tuple], *, tta: bool = False,
+                 calibrated: bool = True) -> None:
         self.members = members
         self.tta = tta
+        self.class_offsets = members[0][1].get("class_offsets") if calibrated else None
 
     @property
     def info(self) -> dict:
@@ -125,4 +133,4 @@ class Segmenter:
                     probs = probs[::-1]
                 total = probs if total is None else total + probs
                 count += 1
-        return total / count
+        return apply_offsets(total / count, self.class_offsets)

@@ -9,8 +9,11 @@ code, and :func:`read_info` finds it again.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import keras
+
+from minc_keras.atomic import atomic_output
 
 INFO_LAYER = "minc_keras_info"
 
@@ -71,6 +74,24 @@ def read_info(model: keras.Model) -> dict:
         if isinstance(layer, SegmentationInfo):
             return copy.deepcopy(layer.info)
     raise KeyError("model has no minc-keras information layer")
+
+
+def update_info(path: Path, changes: dict) -> None:
+    """Merge ``changes`` into the ``info`` of the model saved at ``path``, atomically.
+
+    The model is saved again whole (weights, and optimizer state if it had one).
+    """
+    import minc_keras.models  # noqa: F401  (registers the custom layers and losses)
+
+    model = keras.saving.load_model(path)
+    for layer in model.layers:
+        if isinstance(layer, SegmentationInfo):
+            layer.info.update(copy.deepcopy(changes))
+            break
+    else:
+        raise KeyError(f"{path} has no minc-keras information layer")
+    with atomic_output(path, clobber=True) as tmp:
+        model.save(tmp)
 
 
 def core_model(model: keras.Model) -> keras.Model:

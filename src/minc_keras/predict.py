@@ -193,6 +193,7 @@ def segment_file(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path:
                    "keras_backend": info.get("keras_backend"),
                    "class_values": info["class_values"], "class_names": info["class_names"],
                    "views": segmenter.views, "tta": segmenter.tta,
+                   "class_offsets": segmenter.class_offsets,
                    "volumes_ml": {k: v for k, v in row.items() if k.endswith("_ml")},
                    "qc_entropy": row["qc_entropy"]}
         write_text_atomic(sidecar_path, json.dumps(sidecar, indent=1))

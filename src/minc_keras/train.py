@@ -16,6 +16,7 @@ import numpy as np
 
 from minc_keras import __version__
 from minc_keras.atomic import atomic_output, write_text_atomic
+from minc_keras.calibrate import Calibration, calibrate_model
 from minc_keras.data.augment import SliceAugmenter
 from minc_keras.data.cache import CROP_MARGIN, SliceCache
 from minc_keras.data.dataset import SliceDataset, slice_size
@@ -114,7 +115,9 @@ class TrainOptions:
     continues an interrupted training from its last checkpoint, with the settings it was
     started with (``model/config.json``). ``devices`` > 1 trains data-parallel over
     that many devices (Keras' distribution API, JAX backend): every batch is split
-    evenly across them and the gradients are averaged.
+    evenly across them and the gradients are averaged. ``calibrate`` fits a probability
+    offset per class on the validation scans once training ends and stores it in the
+    model (:mod:`minc_keras.calibrate`).
     """
 
     model_type: str = "model_0_0"
@@ -141,6 +144,7 @@ class TrainOptions:
     time_budget: float | None = None
     schedule: str = "constant"
     augment: bool = False
+    calibrate: bool = False
     precision: str = "float32"
     recipe: str | None = None
     resume: bool = False
@@ -158,6 +162,7 @@ class TrainResult:
     seconds: float
     trained: bool
     histories: dict[str, dict] = field(default_factory=dict)
+    calibration: Calibration | None = None
 
 
 def check_views(views: list[str]) -> list[str]:
@@ -541,7 +546,10 @@ def train(target: str | Path, options: TrainOptions) -> TrainResult:
                           json.dumps({k: v for k, v in asdict(options).items()
                                       if k not in ("builder", "resume")}, indent=1, default=str))
     with data_parallel(options.devices, options.batch_size):
-        return _train_views(target, cache, paths, options)
+        result = _train_views(target, cache, paths, options)
+    if options.calibrate and result.trained:
+        result.calibration = calibrate_model(paths[0], cache, batch_size=options.batch_size)
+    return result
 
 
 def _train_views(target: Path, cache: SliceCache, paths: list[Path],
