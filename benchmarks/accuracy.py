@@ -16,6 +16,7 @@ Examples::
     python benchmarks/accuracy.py --recipe fast --folds 5
     python benchmarks/accuracy.py --recipe default --folds 5 --only 1,2 --labels manual,seg
     python benchmarks/accuracy.py --recipe default --folds 5 --tta   # also with flip TTA
+    python benchmarks/accuracy.py --recipe fast --folds 5 --uncalibrated  # also without offsets
     python benchmarks/accuracy.py --recipe fast --folds 5 -- --nK 8   # extra train flags
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -81,6 +83,17 @@ def predict(model: Path, scans: list[Path], out: Path, tta: bool) -> float:
     return (time.perf_counter() - start) / len(scans)
 
 
+def uncalibrated_copy(model: Path) -> Path:
+    """A copy of the model folder whose models carry no class offsets (``--calibrate`` undone)."""
+    from minc_keras.model_info import update_info
+
+    folder = model.parent.parent / "model_uncalibrated"
+    if not folder.exists():
+        shutil.copytree(model.parent, folder, ignore=shutil.ignore_patterns("checkpoints"))
+        update_info(folder / model.name, {"class_offsets": None})
+    return folder / model.name
+
+
 def train(source: Path, fold_dir: Path, held_out: list[str], labels: str, recipe: str,
           extra: list[str]) -> tuple[Path, float]:
     """Train on every subject but ``held_out`` (or reuse that fold's model); model, minutes."""
@@ -117,8 +130,9 @@ def run_fold(source: Path, work: Path, fold: int, held_out: list[str], labels: s
     rows = []
     for mode in modes:
         out, reout = fold_dir / f"predict_{mode}", fold_dir / f"repredict_{mode}"
-        predict_seconds = predict(model, scans, out, tta=mode == "tta")
-        predict(model, rescans, reout, tta=mode == "tta")
+        used = uncalibrated_copy(model) if mode == "uncalibrated" else model
+        predict_seconds = predict(used, scans, out, tta=mode == "tta")
+        predict(used, rescans, reout, tta=mode == "tta")
         first = pd.read_csv(out / "volumes.csv").sort_values("scan")
         second = pd.read_csv(reout / "volumes.csv").sort_values("scan")
         for row, subject in enumerate(held_out):
@@ -148,6 +162,8 @@ def main() -> None:
                         help="working folder; a fold whose model is there is not retrained")
     parser.add_argument("--tta", action="store_true",
                         help="also score each model with flip test-time augmentation")
+    parser.add_argument("--uncalibrated", action="store_true",
+                        help="also score each model without its class offsets (--calibrate)")
     parser.add_argument("extra", nargs="*", help="flags passed on to `minc-keras run`")
     args = parser.parse_args()
     if not args.source.is_dir():
@@ -155,7 +171,7 @@ def main() -> None:
     subjects = [p.name for p in args.source.iterdir() if p.is_dir()]
     folds = folds_of(subjects, args.folds, args.seed)
     chosen = [int(f) for f in args.only.split(",")] if args.only else range(1, args.folds + 1)
-    modes = ["plain", "tta"] if args.tta else ["plain"]
+    modes = ["plain"] + ["tta"] * args.tta + ["uncalibrated"] * args.uncalibrated
     rows: list[dict] = []
     for labels in args.labels.split(","):
         for fold in chosen:
