@@ -105,7 +105,10 @@ class _DiceCounter:
         others[:, c] = -np.inf
         rival = np.argmax(others, axis=-1)
         threshold = np.take_along_axis(others, rival[:, None], axis=-1)[:, 0] - self.logp[:, c]
-        below = lambda where: np.searchsorted(np.sort(threshold[where]), values)  # noqa: E731
+
+        def below(where) -> np.ndarray:  # per value: how many of these voxels it beats
+            return np.searchsorted(np.sort(threshold[where]), values)
+
         both = np.tile(self.fixed[:, 0, None], (1, len(values)))
         predicted = np.tile(self.fixed[:, 1, None], (1, len(values)))
         true = np.tile(self.fixed[:, 2, None], (1, len(values)))
