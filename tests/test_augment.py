@@ -1,9 +1,15 @@
 """Training-slice augmentation keeps labels aligned with the image."""
 
-import numpy as np
-from synthetic import make_subject
+import logging
 
-from minc_keras.data.augment import SliceAugmenter
+import numpy as np
+from scipy import ndimage
+from synthetic import make_subject, write_dataset
+
+from minc_keras.data.augment import SliceAugmenter, expand_class
+from minc_keras.data.cache import build_cache
+from minc_keras.io import Volume, read_volume, write_volume
+from minc_keras.train import TrainOptions, _augmenter
 
 
 def _slices(n=6):
@@ -48,3 +54,98 @@ def test_probability_zero_is_the_identity():
     out, labels = SliceAugmenter(probability=0.0)(images, classes, np.random.default_rng(0))
     np.testing.assert_array_equal(out, images)
     np.testing.assert_array_equal(labels, classes)
+
+
+def _rings(size=81):
+    """Concentric classes as around a ventricle: 1 (dark) inside 3 inside 2, 0 outside."""
+    y, x = np.mgrid[:size, :size]
+    r = np.hypot(y - size // 2, x - size // 2)
+    labels = np.select([r < 6, r < 14, r < 18], [1, 3, 2], 0).astype(np.uint8)
+    return np.choose(labels, [0.0, 0.2, 0.5, 0.9]).astype(np.float32), labels
+
+
+def test_expand_class_grows_the_class_by_about_the_distance():
+    labels = np.zeros((80, 80), np.uint8)
+    labels[30:50, 30:50] = 1
+    image = np.where(labels == 1, 0.2, 0.8).astype(np.float32)
+    for voxels in (2.0, 4.0, 6.0):
+        _, grown = expand_class(image, labels, 1, voxels)
+        width = int((grown[40] == 1).sum())  # 20 before, + about 2 * voxels
+        assert 20 + 1.5 * voxels <= width <= 20 + 2 * voxels + 1, (voxels, width)
+        np.testing.assert_array_equal(grown[:8], labels[:8])  # far away: untouched
+
+
+def test_expand_class_compresses_the_tissue_around_without_folding():
+    image, labels = _rings()
+    new_image, grown = expand_class(image, labels, 1, 5.0)
+    assert (grown == 1).sum() > 2 * (labels == 1).sum()
+    for cls in (1, 2, 3):  # every class stays one piece: a fold would break a ring
+        assert ndimage.label(grown == cls)[1] == 1, cls
+    for ray in (grown[40, 40:], grown[40, 40::-1], grown[40:, 40], grown[40::-1, 40]):
+        runs = [int(v) for i, v in enumerate(ray) if i == 0 or v != ray[i - 1]]
+        assert runs == [1, 3, 2, 0]  # the layers keep their order outwards
+    # the image moved with the labels
+    assert np.abs(new_image - np.choose(grown, [0.0, 0.2, 0.5, 0.9])).mean() < 0.02
+
+
+def test_expand_class_works_in_3d_and_ignores_absent_classes():
+    volume = np.zeros((30, 30, 30), np.uint8)
+    volume[10:20, 10:20, 10:20] = 1
+    image = volume.astype(np.float32)
+    _, grown = expand_class(image, volume, 1, 3.0)
+    assert (grown == 1).sum() > 1.5 * (volume == 1).sum()
+    same_image, same = expand_class(image, volume, 7, 3.0)
+    assert same is volume
+    assert same_image is image
+
+
+def test_atrophy_enlarges_only_the_chosen_class_in_the_batch():
+    images, classes = _slices()
+    augmenter = SliceAugmenter(probability=0.0, atrophy=1.0, atrophy_class=1)
+    out, labels = augmenter(images, classes, np.random.default_rng(0))
+    for before, after in zip(classes, labels, strict=True):
+        assert (after == 1).sum() > (before == 1).sum()
+    for image, label in zip(out[..., 0], labels, strict=True):
+        assert image[label == 2].mean() > 0.85  # the image moved with the labels
+    unchanged = SliceAugmenter(probability=0.0, atrophy=1.0)(images, classes,
+                                                            np.random.default_rng(0))
+    np.testing.assert_array_equal(unchanged[1], classes)  # no class named: nothing to do
+
+
+def _cache(tmp_path, binary=False):
+    root = write_dataset(tmp_path / "src", n_subjects=2)
+    rows = []
+    for i, folder in enumerate(sorted(root.iterdir())):
+        label = next(folder.glob("*seg*"))
+        if binary:  # a brain mask: one class besides the background
+            volume = read_volume(label, label=True)
+            label.unlink()
+            write_volume(Volume((volume.data > 0).astype(np.int16), volume.affine), label)
+        rows.append({"subject": folder.name, "session": "", "input":
+                     str(next(folder.glob("*T1w*"))), "label": str(label),
+                     "category": "train" if i == 0 else "validate"})
+    config = {"source": "x", "input_str": "T1w", "label_str": "seg"}
+    return build_cache(rows, tmp_path / "data", config=config, quiet=True)
+
+
+def test_training_enlarges_the_darkest_class_when_asked(tmp_path, caplog):
+    cache = _cache(tmp_path)
+    assert _augmenter(cache, TrainOptions()) is None
+    assert _augmenter(cache, TrainOptions(augment=True)).atrophy == 0
+    with caplog.at_level(logging.INFO, logger="minc_keras"):
+        augmenter = _augmenter(cache, TrainOptions(augment=True, augment_atrophy=True))
+    assert augmenter.atrophy_class == 1  # the shell (60) is darker than the core (100)
+    assert augmenter.atrophy > 0
+    assert augmenter.probability > 0
+    assert "class 1 (label 1, the darkest)" in caplog.text
+    alone = _augmenter(cache, TrainOptions(augment_atrophy=True))
+    assert alone.probability == 0
+    assert alone.atrophy_class == 1
+
+
+def test_atrophy_is_skipped_with_a_warning_for_a_brain_mask(tmp_path, caplog):
+    cache = _cache(tmp_path, binary=True)
+    with caplog.at_level(logging.WARNING, logger="minc_keras"):
+        augmenter = _augmenter(cache, TrainOptions(augment=True, augment_atrophy=True))
+    assert augmenter.atrophy_class is None
+    assert "at least two tissue classes" in caplog.text

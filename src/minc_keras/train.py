@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import keras
@@ -17,7 +17,7 @@ import numpy as np
 from minc_keras import __version__
 from minc_keras.atomic import atomic_output, write_text_atomic
 from minc_keras.calibrate import Calibration, calibrate_model
-from minc_keras.data.augment import SliceAugmenter
+from minc_keras.data.augment import SliceAugmenter, darkest_class
 from minc_keras.data.cache import CROP_MARGIN, SliceCache
 from minc_keras.data.dataset import SliceDataset, slice_size
 from minc_keras.data.preprocess import VIEW_AXES
@@ -108,6 +108,8 @@ class TrainOptions:
     before ``epochs``; ``schedule`` is ``"constant"`` or ``"cosine"`` (a short warm-up,
     then cosine decay of the learning rate over the epochs or the time budget);
     ``augment`` perturbs the training slices (:class:`~minc_keras.data.augment.SliceAugmenter`);
+    ``augment_atrophy`` also enlarges the darkest tissue class (the ventricles of a T1
+    scan) in some of them, as in older brains (:func:`~minc_keras.data.augment.expand_class`);
     ``precision="bfloat16"`` computes in bfloat16 with float32 weights (faster on CPUs with
     AVX-512 BF16 or AMX, and the saved model predicts in bfloat16 too); ``"float16"``
     likewise in float16 with loss scaling (GPUs); ``"mixed"`` picks float16 on a GPU,
@@ -144,6 +146,7 @@ class TrainOptions:
     time_budget: float | None = None
     schedule: str = "constant"
     augment: bool = False
+    augment_atrophy: bool = False
     calibrate: bool = False
     precision: str = "float32"
     recipe: str | None = None
@@ -605,6 +608,33 @@ def _read_history(target: Path, view: str, views: list[str]) -> dict:
         return {}
 
 
+#: Share of training slices whose darkest class ``--augment-atrophy`` enlarges.
+ATROPHY_PROBABILITY = 0.3
+
+
+def _augmenter(cache: SliceCache, options: TrainOptions) -> SliceAugmenter | None:
+    """The training slices' augmentation that ``options`` ask for (``None``: none)."""
+    if not (options.augment or options.augment_atrophy):
+        return None
+    plain = SliceAugmenter() if options.augment else SliceAugmenter(probability=0.0)
+    if not options.augment_atrophy:
+        return plain
+    rows = cache.by_category("train")[:4]  # a few scans tell which class is darkest
+    sample = (slice(None, None, 2),) * 3
+    target = darkest_class(
+        np.concatenate([np.asarray(cache.image(i)[sample]).ravel() for i in rows]),
+        np.concatenate([cache.classes(np.asarray(cache.label(i)[sample])).ravel()
+                        for i in rows]))
+    if target is None:
+        log.warning("--augment-atrophy needs at least two tissue classes besides the "
+                    "background; training without it")
+        return plain
+    log.info("atrophy augmentation: class %d (label %d, the darkest) enlarged in %d %% of "
+             "the training slices", target, cache.class_values[target],
+             round(100 * ATROPHY_PROBABILITY))
+    return replace(plain, atrophy=ATROPHY_PROBABILITY, atrophy_class=target)
+
+
 def _fit(model: keras.Model, info: dict, cache: SliceCache, options: TrainOptions, view: str,
          path: Path, target: Path, budget: float | None = None, *,
          resumed: dict | None = None) -> tuple[dict, float]:
@@ -617,7 +647,7 @@ def _fit(model: keras.Model, info: dict, cache: SliceCache, options: TrainOption
     """
     common = {"view": view, "batch_size": options.batch_size,
               "num_outputs": info["num_outputs"], "multiple": info["multiple"]}
-    augment = SliceAugmenter() if options.augment else None
+    augment = _augmenter(cache, options)
     # every training step sees a full batch (the slices left over change each epoch);
     # with several devices validation batches must split evenly too
     train_data = SliceDataset(cache, "train", shuffle=True, seed=options.seed, augment=augment,
