@@ -171,9 +171,9 @@ def run_fold(source: Path, work: Path, fold: int, held_out: list[str], labels: s
                        for k, (s, scan) in enumerate(zip(held_out, paths, strict=True))]
     rows = []
     for mode in modes:
-        kind = "atrophied" if mode == "atrophied" else ""
+        kind = "atrophied" if mode.startswith("atrophied") else ""
         out, reout = fold_dir / f"predict_{mode}", fold_dir / f"repredict_{mode}"
-        used = uncalibrated_copy(model) if mode == "uncalibrated" else model
+        used = uncalibrated_copy(model) if mode.endswith("uncalibrated") else model
         predict_seconds = predict(used, scans[kind], out, tta=mode == "tta")
         predict(used, [copy for pair in moved[kind] for copy in pair], reout,
                 tta=mode == "tta")
@@ -207,7 +207,8 @@ def main() -> None:
     parser.add_argument("--tta", action="store_true",
                         help="also score each model with flip test-time augmentation")
     parser.add_argument("--uncalibrated", action="store_true",
-                        help="also score each model without its class offsets (--calibrate)")
+                        help="also score each model without its class offsets (--calibrate); "
+                        "with --atrophied on the atrophied scans too")
     parser.add_argument("--atrophied", type=float, default=0.0, metavar="VOXELS",
                         help="also score each model on the held-out scans with their "
                         "ventricles enlarged by this many voxels (simulated atrophy)")
@@ -219,7 +220,8 @@ def main() -> None:
     folds = folds_of(subjects, args.folds, args.seed)
     chosen = [int(f) for f in args.only.split(",")] if args.only else range(1, args.folds + 1)
     modes = (["plain"] + ["tta"] * args.tta + ["uncalibrated"] * args.uncalibrated
-             + ["atrophied"] * (args.atrophied > 0))
+             + ["atrophied"] * (args.atrophied > 0)
+             + ["atrophied_uncalibrated"] * (args.atrophied > 0 and args.uncalibrated))
     rows: list[dict] = []
     for labels in args.labels.split(","):
         for fold in chosen:
