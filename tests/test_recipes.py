@@ -26,7 +26,7 @@ def test_no_recipe_keeps_the_workshop_defaults():
     options = _options(BASE)
     workshop = _options([*BASE, "--recipe", "workshop"])
     for key in ("model_type", "epochs", "batch_size", "lr", "loss", "views", "augment",
-                "calibrate", "time_budget", "schedule"):
+                "augment_atrophy", "calibrate", "time_budget", "schedule"):
         assert getattr(options, key) == getattr(workshop, key), key
     assert options.model_type == "model_0_0"
     assert options.batch_size == 1
@@ -38,10 +38,11 @@ def test_recipe_sets_defaults_and_explicit_flags_win(name):
     for key, value in RECIPES[name].items():
         assert getattr(options, key) == value, key
     given = _options([*BASE, "--lr", "5e-4", "--recipe", name, "--views", "axial",
-                      "--no-augment", "--time-budget", "2"])
+                      "--no-augment", "--no-augment-atrophy", "--time-budget", "2"])
     assert given.lr == 5e-4
     assert given.views == ["axial"]
     assert given.augment is False
+    assert given.augment_atrophy is False
     assert given.time_budget == 2.0
     assert given.model_type == RECIPES[name]["model_type"]
 

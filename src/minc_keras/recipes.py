@@ -1,17 +1,19 @@
 """Named sets of training defaults: ``--recipe workshop | default | fast``.
 
-A recipe fills in every model and training flag the user did not give; a flag given on
-the command line always wins. ``workshop`` is the seed workshop's defaults (also what
-you get with no recipe). ``default`` is the accurate recipe for tissue segmentation on a
-CPU: a U-Net sized for two cores (its levels run at half resolution, ``input_stride`` 2,
-which takes 1.6x more steps in the same minutes than the full-resolution U-Net of the same
+A recipe fills in every model and training flag the user did not give; a flag given on the
+command line always wins. ``workshop`` is the seed workshop's defaults (also what you get
+with no recipe). ``default`` is the accurate recipe for tissue segmentation on a CPU: a
+U-Net sized for two cores (its levels run at half resolution, ``input_stride`` 2, which
+takes 1.6x more steps in the same minutes than the full-resolution U-Net of the same
 arithmetic), batches of 8 slices (1.8x the updates of batches of 16 in the same minutes),
 Dice + class-balanced cross-entropy (``dice_wce``: the small ventricles are learnt early,
-so a slower CPU with fewer steps still learns them), augmentation, a cosine learning rate
-over a fixed time budget, three views averaged at prediction, and class offsets fitted on
-the validation scans (``calibrate``: the class-balanced loss makes the ventricles too
-large; the offsets shrink them back). ``fast`` is the same idea for one view in a quarter
-of the time. The runs that chose these values are in ``benchmarks/README.md``.
+so a slower CPU with fewer steps still learns them), augmentation, simulated atrophy
+(``augment_atrophy``: trained on the young dev subjects alone, the models labelled most of
+an enlarged ventricle GM), a cosine learning rate over a fixed time budget, three views
+averaged at prediction, and class offsets fitted on the validation scans (``calibrate``:
+the class-balanced loss makes the ventricles too large; the offsets shrink them back).
+``fast`` is the same idea for one view in a quarter of the time. The runs that chose these
+values are in ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -24,20 +26,20 @@ RECIPES: dict[str, dict[str, object]] = {
         "model_type": "model_0_0", "input_stride": 1, "epochs": 10, "batch_size": 1,
         "lr": 1e-4, "loss": "categorical_crossentropy", "pad": 0, "views": ["axial"],
         "time_budget": None, "schedule": "constant", "augment": False,
-        "calibrate": False,
+        "augment_atrophy": False, "calibrate": False,
     },
     "default": {
         "model_type": "unet", "nK": [16], "input_stride": 2, "epochs": 1000,
         "batch_size": 8, "lr": 2e-3, "loss": "dice_wce", "pad": 3,
         "views": ["axial", "coronal", "sagittal"],
         "time_budget": 18.0, "schedule": "cosine", "augment": True,
-        "calibrate": True,
+        "augment_atrophy": True, "calibrate": True,
     },
     "fast": {
         "model_type": "unet", "nK": [16], "input_stride": 2, "epochs": 1000,
         "batch_size": 8, "lr": 2e-3, "loss": "dice_wce", "pad": 3, "views": ["axial"],
         "time_budget": 4.2, "schedule": "cosine", "augment": True,
-        "calibrate": True,
+        "augment_atrophy": True, "calibrate": True,
     },
 }
 
