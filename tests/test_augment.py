@@ -143,9 +143,11 @@ def test_training_enlarges_the_darkest_class_when_asked(tmp_path, caplog):
     assert alone.atrophy_class == 1
 
 
-def test_atrophy_is_skipped_with_a_warning_for_a_brain_mask(tmp_path, caplog):
+def test_atrophy_is_skipped_for_a_brain_mask_without_a_warning(tmp_path, caplog):
     cache = _cache(tmp_path, binary=True)
-    with caplog.at_level(logging.WARNING, logger="minc_keras"):
+    with caplog.at_level(logging.INFO, logger="minc_keras"):
         augmenter = _augmenter(cache, TrainOptions(augment=True, augment_atrophy=True))
     assert augmenter.atrophy_class is None
-    assert "at least two tissue classes" in caplog.text
+    assert augmenter.probability > 0  # the other augmentation still runs
+    assert "atrophy augmentation skipped" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -625,9 +625,9 @@ def _augmenter(cache: SliceCache, options: TrainOptions) -> SliceAugmenter | Non
         np.concatenate([np.asarray(cache.image(i)[sample]).ravel() for i in rows]),
         np.concatenate([cache.classes(np.asarray(cache.label(i)[sample])).ravel()
                         for i in rows]))
-    if target is None:
-        log.warning("--augment-atrophy needs at least two tissue classes besides the "
-                    "background; training without it")
+    if target is None:  # a brain mask, say; the recipes turn atrophy on for every task
+        log.info("atrophy augmentation skipped: the labels have one class besides the "
+                 "background, so there is no darker tissue class to enlarge")
         return plain
     log.info("atrophy augmentation: class %d (label %d, the darkest) enlarged in %d %% of "
              "the training slices", target, cache.class_values[target],
