@@ -26,6 +26,7 @@ Examples::
     python benchmarks/accuracy.py --recipe default --folds 5 --tta   # also with flip TTA
     python benchmarks/accuracy.py --recipe fast --folds 5 --uncalibrated  # also without offsets
     python benchmarks/accuracy.py --recipe fast --folds 5 --atrophied 4  # larger ventricles
+    python benchmarks/accuracy.py --recipe fast --folds 5 --recalibrate  # refit kept models
     python benchmarks/accuracy.py --recipe fast --folds 5 -- --nK 8   # extra train flags
 """
 
@@ -115,9 +116,26 @@ def uncalibrated_copy(model: Path) -> Path:
     return folder / model.name
 
 
+def recalibrate(model: Path) -> None:
+    """Fit a kept model's class offsets again with this version's ``--calibrate``."""
+    from minc_keras.calibrate import ATROPHY_VOXELS, calibrate_model
+    from minc_keras.data.cache import SliceCache
+
+    config = json.loads((model.parent / "config.json").read_text())
+    if not config.get("calibrate"):
+        return
+    calibration = calibrate_model(
+        model, SliceCache.open(model.parent.parent / "data"), batch_size=config["batch_size"],
+        atrophy_voxels=ATROPHY_VOXELS if config.get("augment_atrophy") else 0.0)
+    print(f"  re{calibration.line()}", flush=True)
+
+
 def train(source: Path, fold_dir: Path, held_out: list[str], labels: str, recipe: str,
-          extra: list[str]) -> tuple[Path, float]:
-    """Train on every subject but ``held_out`` (or reuse that fold's model); model, minutes."""
+          extra: list[str], refit: bool = False) -> tuple[Path, float]:
+    """Train on every subject but ``held_out`` (or reuse that fold's model); model, minutes.
+
+    ``refit`` fits a reused model's class offsets again (:func:`recalibrate`).
+    """
     link_dir = fold_dir / "source"
     link_dir.mkdir(parents=True, exist_ok=True)
     for subject in sorted(p.name for p in source.iterdir() if p.is_dir()):
@@ -128,6 +146,8 @@ def train(source: Path, fold_dir: Path, held_out: list[str], labels: str, recipe
     minutes_file = fold_dir / "train_minutes.txt"
     if model.exists() and minutes_file.exists():
         print(f"  reusing {model}", flush=True)
+        if refit:
+            recalibrate(model)
         return model, float(minutes_file.read_text())
     command = [sys.executable, "-m", "minc_keras", "run", "--source", str(link_dir),
                "--target", str(target), "--input-str", "T1w_anat", "--label-str",
@@ -153,10 +173,10 @@ def _change(a: float, b: float) -> float:
 
 def run_fold(source: Path, work: Path, fold: int, held_out: list[str], labels: str,
              recipe: str, extra: list[str], modes: list[str],
-             atrophy_voxels: float = 0.0) -> list[dict]:
+             atrophy_voxels: float = 0.0, refit: bool = False) -> list[dict]:
     """Train without ``held_out``, predict them, return one row per subject, class and mode."""
     fold_dir = work / f"{labels}_fold{fold}"
-    model, train_minutes = train(source, fold_dir, held_out, labels, recipe, extra)
+    model, train_minutes = train(source, fold_dir, held_out, labels, recipe, extra, refit)
     scans = {"": [source / s / f"{s}_T1w_anat.mnc" for s in held_out]}
     references = {"": [source / s / f"{s}_{LABEL_STRINGS[labels]}.mnc" for s in held_out]}
     if "atrophied" in modes:
@@ -212,6 +232,9 @@ def main() -> None:
     parser.add_argument("--atrophied", type=float, default=0.0, metavar="VOXELS",
                         help="also score each model on the held-out scans with their "
                         "ventricles enlarged by this many voxels (simulated atrophy)")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="fit the class offsets of kept models again with this version "
+                        "of --calibrate before scoring them")
     parser.add_argument("extra", nargs="*", help="flags passed on to `minc-keras run`")
     args = parser.parse_args()
     if not args.source.is_dir():
@@ -229,7 +252,7 @@ def main() -> None:
             print(f"fold {fold}/{args.folds} ({labels}): holding out {', '.join(held_out)}",
                   flush=True)
             fold_rows = run_fold(args.source, args.work, fold, held_out, labels, args.recipe,
-                                 args.extra, modes, args.atrophied)
+                                 args.extra, modes, args.atrophied, args.recalibrate)
             rows += fold_rows
             frame = pd.DataFrame(fold_rows)
             table = frame.pivot(index=["mode", "subject"], columns="class", values="dice")

@@ -124,7 +124,9 @@ def test_recipe_run_calibrates_and_prediction_uses_it(tmp_path, capsys, flag):
         assert "calibrated" not in out
         assert "class_offsets" not in info
         return
-    assert "calibrated on 2 validation scans: class offsets label_1 " in out
+    # the recipe trains with simulated atrophy, so atrophied copies join the fit
+    assert "calibrated on 2 validation scans and 2 atrophied copies: class offsets label_1 " in out
+    assert info["calibration"]["atrophy_voxels"] == 3.0
     offsets = info["class_offsets"]
     assert len(offsets) == info["num_outputs"] == 3
     assert offsets[0] == 0
@@ -137,3 +139,68 @@ def test_recipe_run_calibrates_and_prediction_uses_it(tmp_path, capsys, flag):
     assert sidecar["class_offsets"] == offsets
     # the model still resumes and loads with its optimizer after the metadata rewrite
     assert keras.saving.load_model(path).optimizer is not None
+
+
+class _Cache:
+    """Two validation scans, a dark class 1 inside class 2 (stands in for a SliceCache)."""
+
+    def __init__(self, foreground_classes: int):
+        labels = np.zeros((24, 24, 12), np.uint8)
+        labels[4:20, 4:20, 2:10] = 2 if foreground_classes > 1 else 1
+        if foreground_classes > 1:
+            labels[9:15, 9:15, 4:8] = 1
+        self.labels = labels
+        self.image_data = np.choose(labels, [0.0, 0.2, 0.7]).astype(np.float32)
+
+    def by_category(self, category):
+        return [0, 1] if category == "validate" else [2]
+
+    def image(self, index):
+        return self.image_data
+
+    def label(self, index):
+        return self.labels
+
+    def classes(self, labels):
+        return np.asarray(labels)
+
+
+class _Segmenter:
+    """Labels by intensity, so it has no class bias for the offsets to correct."""
+
+    def __init__(self):
+        self.info = {"num_outputs": 3, "class_names": ["background", "label_1", "label_2"]}
+
+    def probabilities(self, image, batch_size=8):
+        return np.eye(3, dtype=np.float32)[np.digitize(image, [0.1, 0.45])]
+
+
+@pytest.mark.parametrize("foreground_classes", [2, 1])
+def test_atrophy_calibration_fits_on_enlarged_copies_too(monkeypatch, tmp_path,
+                                                          foreground_classes):
+    import minc_keras.calibrate as calibrate
+    import minc_keras.evaluate
+    import minc_keras.model_info
+
+    cache, seen, stored = _Cache(foreground_classes), [], {}
+    real_fit = calibrate.fit_offsets
+    monkeypatch.setattr(minc_keras.evaluate, "load_segmenter", lambda *a, **k: _Segmenter())
+    monkeypatch.setattr(minc_keras.model_info, "update_info",
+                        lambda path, changes: stored.update(changes))
+    monkeypatch.setattr(calibrate, "fit_offsets",
+                        lambda scans: real_fit(seen.append(s) or s for s in scans))
+    result = calibrate.calibrate_model(tmp_path / "model.keras", cache, atrophy_voxels=2.0)
+    if foreground_classes == 1:  # a brain mask: nothing darker to enlarge, no copies
+        assert len(seen) == 2
+        assert result.atrophied == 0
+        assert stored["calibration"]["atrophied_copies"] == 0
+        return
+    assert len(seen) == 4
+    assert result.atrophied == 2
+    assert "2 validation scans and 2 atrophied copies" in result.line()
+    assert stored["calibration"]["atrophy_voxels"] == 2.0
+    for (_, plain), (_, grown) in (seen[0:2], seen[2:4]):
+        assert grown.shape == plain.shape
+        assert (grown == 1).sum() > 1.5 * (plain == 1).sum()  # the ventricles enlarged
+    # the stand-in network follows intensity, so the copies keep the offsets at zero
+    assert result.offsets == [0.0, 0.0, 0.0]

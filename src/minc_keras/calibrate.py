@@ -9,6 +9,12 @@ data — removes that bias. The offsets ``b`` (background fixed at 0) are chosen
 maximise the mean foreground Dice of the ensemble's labels on the validation scans, by
 coordinate ascent over a grid, and are stored in the model's metadata so that every
 prediction applies them.
+
+A model trained with simulated atrophy (``--augment-atrophy``) is meant for older brains
+too, whose ventricles are larger than the young validation subjects'; fitted on those
+alone, the offsets shrink every ventricle as much as a young one needs (on the dev folds
+they cost atrophied copies 0.11 ventricle Dice). Such models are fitted on each validation
+scan and an atrophied copy of it (:data:`ATROPHY_VOXELS`) weighted equally.
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ MIN_GAIN = 1e-4
 
 #: At most this many validation scans (evenly spread) are segmented to fit the offsets.
 MAX_SCANS = 8
+
+#: Ventricle growth (voxels) of the atrophied validation copies, in the middle of the
+#: 1-6 voxels that ``--augment-atrophy`` trains with.
+ATROPHY_VOXELS = 3.0
 
 
 def apply_offsets(probabilities: np.ndarray, offsets: np.ndarray | list[float] | None
@@ -188,6 +198,7 @@ class Calibration:
     scans: int
     dice_before: float
     dice_after: float
+    atrophied: int = 0
 
     def line(self) -> str:
         """One line for the terminal.
@@ -196,16 +207,22 @@ class Calibration:
         >>> print(calibration.line())  # doctest: +NORMALIZE_WHITESPACE
         calibrated on 2 validation scans: class offsets CSF -1.2, GM +0.0;
         validation Dice 0.910 -> 0.925
+        >>> calibration.atrophied = 2
+        >>> print(calibration.line())  # doctest: +NORMALIZE_WHITESPACE
+        calibrated on 2 validation scans and 2 atrophied copies: class offsets CSF -1.2,
+        GM +0.0; validation Dice 0.910 -> 0.925
         """
         shifts = ", ".join(f"{name} {value:+.1f}" for name, value
                            in zip(self.class_names[1:], self.offsets[1:], strict=True))
         scans = f"{self.scans} validation scan{'s' * (self.scans != 1)}"
+        if self.atrophied:
+            scans += f" and {self.atrophied} atrophied cop{'ies' if self.atrophied > 1 else 'y'}"
         return (f"calibrated on {scans}: class offsets {shifts}; "
                 f"validation Dice {self.dice_before:.3f} -> {self.dice_after:.3f}")
 
 
-def calibrate_model(path: Path, cache, *, batch_size: int = 8,
-                    max_scans: int = MAX_SCANS) -> Calibration | None:
+def calibrate_model(path: Path, cache, *, batch_size: int = 8, max_scans: int = MAX_SCANS,
+                    atrophy_voxels: float = 0.0) -> Calibration | None:
     """Fit the offsets of the saved model (or ensemble) at ``path`` and store them in it.
 
     Parameters
@@ -218,6 +235,11 @@ def calibrate_model(path: Path, cache, *, batch_size: int = 8,
         Slices per forward pass.
     max_scans : int
         Use at most this many validation scans, evenly spread.
+    atrophy_voxels : float
+        When above 0, fit on each validation scan and on a copy of it whose darkest class
+        (the ventricles) is enlarged by this many voxels (``expand_class``), weighted
+        equally, so that the offsets do not assume ventricles as small as the validation
+        subjects'. Labels without a darker tissue class (a brain mask) get no copies.
 
     Returns
     -------
@@ -225,6 +247,7 @@ def calibrate_model(path: Path, cache, *, batch_size: int = 8,
         None when there is nothing to calibrate: no validation scans, or a single sigmoid
         output.
     """
+    from minc_keras.data.augment import darkest_class, expand_class
     from minc_keras.evaluate import load_segmenter
     from minc_keras.model_info import update_info
 
@@ -237,16 +260,25 @@ def calibrate_model(path: Path, cache, *, batch_size: int = 8,
               np.unique(np.linspace(0, len(validation) - 1, min(max_scans, len(validation))
                                     ).round())]
 
+    atrophied = []
+
     def scans():
         for index in picked:
             image = np.asarray(cache.image(index), dtype=np.float32)
-            yield (segmenter.probabilities(image, batch_size=batch_size),
-                   cache.classes(np.asarray(cache.label(index))))
+            classes = cache.classes(np.asarray(cache.label(index)))
+            yield segmenter.probabilities(image, batch_size=batch_size), classes
+            target = darkest_class(image, classes) if atrophy_voxels > 0 else None
+            if target is not None:
+                image, classes = expand_class(image, classes, target, atrophy_voxels)
+                atrophied.append(index)
+                yield segmenter.probabilities(image, batch_size=batch_size), classes
 
     offsets, before, after = fit_offsets(scans())
     result = Calibration(list(segmenter.info["class_names"]),
-                         [round(float(v), 2) for v in offsets], len(picked), before, after)
+                         [round(float(v), 2) for v in offsets], len(picked), before, after,
+                         atrophied=len(atrophied))
     update_info(path, {"class_offsets": result.offsets,
                        "calibration": {"scans": result.scans, "dice_before": before,
-                                       "dice_after": after}})
+                                       "dice_after": after, "atrophied_copies": len(atrophied),
+                                       "atrophy_voxels": atrophy_voxels if atrophied else 0.0}})
     return result

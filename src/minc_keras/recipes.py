@@ -10,8 +10,9 @@ Dice + class-balanced cross-entropy (``dice_wce``: the small ventricles are lear
 so a slower CPU with fewer steps still learns them), augmentation, simulated atrophy
 (``augment_atrophy``: trained on the young dev subjects alone, the models labelled most of
 an enlarged ventricle GM), a cosine learning rate over a fixed time budget, three views
-averaged at prediction, and class offsets fitted on the validation scans (``calibrate``:
-the class-balanced loss makes the ventricles too large; the offsets shrink them back).
+averaged at prediction, and class offsets fitted on the validation scans and atrophied
+copies of them (``calibrate``: the class-balanced loss makes the ventricles too large; the
+offsets shrink them back, without assuming every brain's are as small as the dev subjects').
 ``fast`` is the same idea for one view in a quarter of the time. The runs that chose these
 values are in ``benchmarks/README.md``.
 """

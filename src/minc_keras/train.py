@@ -16,7 +16,7 @@ import numpy as np
 
 from minc_keras import __version__
 from minc_keras.atomic import atomic_output, write_text_atomic
-from minc_keras.calibrate import Calibration, calibrate_model
+from minc_keras.calibrate import ATROPHY_VOXELS, Calibration, calibrate_model
 from minc_keras.data.augment import SliceAugmenter, darkest_class
 from minc_keras.data.cache import CROP_MARGIN, SliceCache
 from minc_keras.data.dataset import SliceDataset, slice_size
@@ -119,7 +119,8 @@ class TrainOptions:
     that many devices (Keras' distribution API, JAX backend): every batch is split
     evenly across them and the gradients are averaged. ``calibrate`` fits a probability
     offset per class on the validation scans once training ends and stores it in the
-    model (:mod:`minc_keras.calibrate`).
+    model (:mod:`minc_keras.calibrate`; with ``augment_atrophy``, on atrophied copies of
+    them too).
     """
 
     model_type: str = "model_0_0"
@@ -551,7 +552,9 @@ def train(target: str | Path, options: TrainOptions) -> TrainResult:
     with data_parallel(options.devices, options.batch_size):
         result = _train_views(target, cache, paths, options)
     if options.calibrate and result.trained:
-        result.calibration = calibrate_model(paths[0], cache, batch_size=options.batch_size)
+        result.calibration = calibrate_model(
+            paths[0], cache, batch_size=options.batch_size,
+            atrophy_voxels=ATROPHY_VOXELS if options.augment_atrophy else 0.0)
     return result
 
 
