@@ -39,7 +39,7 @@ RECIPES: dict[str, dict[str, object]] = {
     "fast": {
         "model_type": "unet", "nK": [16], "input_stride": 2, "epochs": 1000,
         "batch_size": 8, "lr": 2e-3, "loss": "dice_wce", "pad": 3, "views": ["axial"],
-        "time_budget": 4.2, "schedule": "cosine", "augment": True,
+        "time_budget": 4.0, "schedule": "cosine", "augment": True,
         "augment_atrophy": True, "calibrate": True,
     },
 }
