@@ -127,7 +127,8 @@ def recalibrate(model: Path) -> None:
     calibration = calibrate_model(
         model, SliceCache.open(model.parent.parent / "data"), batch_size=config["batch_size"],
         atrophy_voxels=ATROPHY_VOXELS if config.get("augment_atrophy") else 0.0)
-    print(f"  re{calibration.line()}", flush=True)
+    if calibration is not None:  # None: no validation scans to fit on
+        print(f"  re{calibration.line()}", flush=True)
 
 
 def train(source: Path, fold_dir: Path, held_out: list[str], labels: str, recipe: str,
