@@ -120,9 +120,13 @@ def test_recipe_run_calibrates_and_prediction_uses_it(tmp_path, capsys, flag):
     info = read_info(keras.saving.load_model(path, compile=False))
     config = json.loads((target / "model" / "config.json").read_text())
     assert config["calibrate"] is (flag == "--calibrate")
+    summary = json.loads((target / "report" / "summary.json").read_text())
+    page = (target / "report" / "report.html").read_text()
     if flag == "--no-calibrate":
         assert "calibrated" not in out
         assert "class_offsets" not in info
+        assert summary["calibration"] is None
+        assert "Class offsets" not in page
         return
     # the recipe trains with simulated atrophy, so atrophied copies join the fit
     assert "calibrated on 2 validation scans and 2 atrophied copies: class offsets label_1 " in out
@@ -132,6 +136,13 @@ def test_recipe_run_calibrates_and_prediction_uses_it(tmp_path, capsys, flag):
     assert offsets[0] == 0
     assert info["calibration"]["dice_after"] >= info["calibration"]["dice_before"]
     assert load_segmenter(path).class_offsets == offsets
+    # the run's summary and report show them, by class name
+    assert summary["calibration"]["offsets"] == dict(
+        zip(info["class_names"][1:], offsets[1:], strict=True))
+    assert summary["calibration"]["atrophied_copies"] == 2
+    assert "<h3>Class offsets (--calibrate)</h3>" in page
+    assert "2 validation scans and 2 atrophied copies of them" in page
+    assert "enlarged by 3 voxels" in page
     # prediction applies them and says so beside each output
     assert main(["predict", "--model", str(path), "-o", str(tmp_path / "out"), "--quiet",
                  str(next(source.glob("sub-01/*T1w_anat*")))]) == 0

@@ -94,3 +94,26 @@ def test_a_folder_with_no_run_still_gets_a_page(tmp_path):
     page = write_html_report(tmp_path).read_text()
     assert "No test subjects were evaluated." in page
     assert "No split recorded." in page
+
+
+def test_class_offsets_are_shown_with_their_factors(tmp_path):
+    (tmp_path / "report").mkdir()
+    calibration = {"offsets": {"CSF": -1.7, "GM": 0.0, "WM": -0.1}, "scans": 1,
+                   "atrophied_copies": 1, "atrophy_voxels": 3.0, "dice_before": 0.893,
+                   "dice_after": 0.903}
+    (tmp_path / "report" / "summary.json").write_text(json.dumps({"calibration": calibration}))
+    page = write_html_report(tmp_path).read_text()
+    assert "<h3>Class offsets (--calibrate)</h3>" in page
+    assert "1 validation scan and 1 atrophied copies of them" not in page
+    assert "fitted after training on 1 validation scan and 1 atrophied cop" in page
+    assert "enlarged by 3 voxels" in page
+    assert "mean Dice 0.893 without, 0.903 with" in page
+    factors = re.findall(r'<td>(\w+)</td><td class="num">(-?[\d.]+)</td>'
+                         r'<td class="num">([\d.]+)</td>', page)
+    assert factors == [("CSF", "-1.70", "0.18"), ("GM", "0.00", "1.00"), ("WM", "-0.10", "0.90")]
+    # a summary.json edited by hand into another shape is skipped, not a crash
+    calibration["offsets"] = [0.0, -1.7]
+    (tmp_path / "report" / "summary.json").write_text(json.dumps({"calibration": calibration}))
+    assert "Class offsets" not in write_html_report(tmp_path).read_text()
+    (tmp_path / "report" / "summary.json").write_text(json.dumps({"calibration": [1, 2]}))
+    assert "Class offsets" not in write_html_report(tmp_path).read_text()

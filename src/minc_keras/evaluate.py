@@ -24,7 +24,7 @@ from minc_keras.model_info import read_info
 from minc_keras.models import dice_per_class
 from minc_keras.progress import progress
 from minc_keras.report import save_montage
-from minc_keras.run_summary import write_summary
+from minc_keras.run_summary import calibration_summary, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,8 @@ def evaluate(target: str | Path, *, model_name: str = "model.keras", batch_size:
     network = model.name if info["model_type"] == "custom-builder" else info["model_type"]
     write_summary(target, model=network, parameters=evaluation.parameters, test_loss=loss,
                   test_accuracy=metric, metric_name=metric_name, mean_dice=mean_dice,
-                  inference_seconds=seconds_per_volume)
+                  inference_seconds=seconds_per_volume,
+                  calibration=calibration_summary(segmenter.info))
     return evaluation
 
 

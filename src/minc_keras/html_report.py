@@ -1,10 +1,11 @@
 """``TARGET/report/report.html``: one self-contained page per evaluated run, for people.
 
 The page shows the headline numbers (model, parameters, test accuracy, mean Dice, training
-and inference times), Dice per test subject and class, montages of the predicted test
-subjects, the learning curves, the split and the configuration. Images are embedded as
-data URIs and the style sheet is inline, so the file can be mailed or archived alone and
-opened with no network. Every piece of text from the run is escaped.
+and inference times, the class offsets of ``--calibrate``), Dice per test subject and
+class, montages of the predicted test subjects, the learning curves, the split and the
+configuration. Images are embedded as data URIs and the style sheet is inline, so the file
+can be mailed or archived alone and opened with no network. Every piece of text from the
+run is escaped.
 """
 
 from __future__ import annotations
@@ -140,6 +141,31 @@ def _cards(summary: RunSummary) -> str:
     return "<div class='cards'>" + "".join(cards) + "</div>"
 
 
+def _calibration(summary: RunSummary) -> str:
+    """The class offsets of ``--calibrate`` and how they were fitted; empty when none."""
+    fit = summary.calibration
+    offsets = fit.get("offsets") if isinstance(fit.get("offsets"), dict) else {}
+    if not offsets:
+        return ""
+    count = fit.get("scans")
+    scans = f"{count or '?'} validation scan{'' if count == 1 else 's'}"
+    if fit.get("atrophied_copies"):
+        grown = fit.get("atrophy_voxels")
+        by = f" by {grown:g} voxels" if isinstance(grown, float) else ""
+        copies = fit["atrophied_copies"]
+        scans += (f" and {copies} atrophied cop{'y' if copies == 1 else 'ies'} of them "
+                  f"(darkest class, the ventricles, enlarged{by})")
+    before, after = fit.get("dice_before"), fit.get("dice_after")
+    gain = (f"; their mean Dice {before:.3f} without, {after:.3f} with"
+            if isinstance(before, float) and isinstance(after, float) else "")
+    rows = pd.DataFrame({"class": list(offsets),
+                         "offset": [float(v) for v in offsets.values()],
+                         "probability factor": [math.exp(float(v)) for v in offsets.values()]})
+    return ("<h3>Class offsets (--calibrate)</h3>"
+            f"<p>Every prediction multiplies each class's probability by its factor, fitted "
+            f"after training on {_text(scans)}{_text(gain)}.</p>" + _table(rows, digits=2))
+
+
 def _dice_table(target: Path) -> str:
     """Dice per test scan (rows) and class (columns), with the mean over scans last."""
     try:
@@ -225,7 +251,7 @@ def render_report(target: str | os.PathLike) -> str:
     curves = sorted(report.glob("learning_curves*.png"))
     montages = sorted((target / "predict" / "test").glob("*_montage.png"))
     sections = [
-        ("Summary", _cards(summary)),
+        ("Summary", _cards(summary) + _calibration(summary)),
         ("Dice per test subject and class", _dice_table(target)),
         ("Predicted test subjects",
          _figures(montages, lambda p: f"{p.name.removesuffix('_montage.png')}: input | "

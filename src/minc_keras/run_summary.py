@@ -34,6 +34,8 @@ class RunSummary:
     mean_dice: dict[str, float] = field(default_factory=dict)
     training_minutes: float | None = None
     inference_seconds: float | None = None  #: network time per test volume, reading excluded
+    #: the class offsets of ``--calibrate`` and how they were fitted; empty when none
+    calibration: dict = field(default_factory=dict)
 
 
 def read_json(path: Path) -> dict:
@@ -76,7 +78,7 @@ def training_seconds(target: Path) -> float | None:
 
 def write_summary(target: Path, *, model: str, parameters: int, test_loss: float,
                   test_accuracy: float, metric_name: str, mean_dice: dict[str, float],
-                  inference_seconds: float) -> Path:
+                  inference_seconds: float, calibration: dict | None = None) -> Path:
     """Write ``TARGET/report/summary.json`` after an evaluation (NaN is stored as null).
 
     Parameters
@@ -95,14 +97,41 @@ def write_summary(target: Path, *, model: str, parameters: int, test_loss: float
         Mean Dice of each class over the test subjects.
     inference_seconds : float
         Median network time per test volume.
+    calibration : dict, optional
+        The model's class offsets (``offsets``: class name to offset) and how they were
+        fitted (validation ``scans``, ``atrophied_copies`` and their ``atrophy_voxels``,
+        ``dice_before``, ``dice_after``); see :func:`calibration_summary`.
     """
     summary = {"model": model, "parameters": int(parameters),
                "test_loss": _number(test_loss), "test_accuracy": _number(test_accuracy),
                "metric_name": metric_name,
                "mean_dice": {str(k): _number(v) for k, v in mean_dice.items()},
                "training_seconds": training_seconds(target),
-               "inference_seconds_per_volume": _number(inference_seconds)}
+               "inference_seconds_per_volume": _number(inference_seconds),
+               "calibration": calibration or None}
     return write_text_atomic(target / SUMMARY, json.dumps(summary, indent=1) + "\n")
+
+
+def calibration_summary(info: dict) -> dict | None:
+    """The class offsets a model's metadata records, by class name; None when it has none.
+
+    >>> info = {"class_names": ["background", "CSF", "GM"], "class_offsets": [0.0, -0.8, 0.1],
+    ...         "calibration": {"scans": 2, "dice_before": 0.9, "dice_after": 0.92}}
+    >>> calibration_summary(info)["offsets"]
+    {'CSF': -0.8, 'GM': 0.1}
+    >>> calibration_summary({"class_names": ["background", "CSF"]}) is None
+    True
+    """
+    offsets = info.get("class_offsets")
+    if not offsets:
+        return None
+    fit = info.get("calibration") or {}
+    return {"offsets": {str(name): float(value) for name, value
+                        in zip(info["class_names"][1:], offsets[1:], strict=True)},
+            "scans": fit.get("scans"), "atrophied_copies": fit.get("atrophied_copies", 0),
+            "atrophy_voxels": _number(fit.get("atrophy_voxels")),
+            "dice_before": _number(fit.get("dice_before")),
+            "dice_after": _number(fit.get("dice_after"))}
 
 
 def _mean_dice(metrics_csv: Path) -> dict[str, float]:
@@ -136,6 +165,7 @@ def summarise_run(target: str | Path) -> RunSummary:
     training = _number(summary.get("training_seconds"))
     loss_curve = history.get("loss")
     parameters = summary.get("parameters")
+    calibration = summary.get("calibration")
     return RunSummary(
         folder=target,
         model=summary.get("model") or config.get("model_type"),
@@ -147,4 +177,5 @@ def summarise_run(target: str | Path) -> RunSummary:
         mean_dice=_mean_dice(target / "report" / "metrics.csv"),
         training_minutes=training / 60 if training is not None else None,
         inference_seconds=_number(summary.get("inference_seconds_per_volume")),
+        calibration=calibration if isinstance(calibration, dict) else {},
     )
