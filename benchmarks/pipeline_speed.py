@@ -37,6 +37,8 @@ def main() -> int:
     parser.add_argument("--nK", type=lambda t: [int(k) for k in t.split(",")], default=None,
                         help="filters, as for minc-keras (unet: base or per level)")
     parser.add_argument("--input-stride", type=int, default=1, help="unet: as for minc-keras")
+    parser.add_argument("--refine-filters", type=int, default=0,
+                        help="unet: as for minc-keras")
     parser.add_argument("--repeats", type=int, default=3, help="cache builds to time")
     args = parser.parse_args()
     source = DATA / "oasis-dev"
@@ -67,7 +69,8 @@ def main() -> int:
               f"{n / build:.2f} volumes/s")
 
         options = TrainOptions(model_type=args.model_type, batch_size=args.batch_size,
-                               nK=args.nK, input_stride=args.input_stride)
+                               nK=args.nK, input_stride=args.input_stride,
+                               refine_filters=args.refine_filters)
         model, info = build_network(cache, options)
         model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy")
         data = SliceDataset(cache, "train", batch_size=args.batch_size, shuffle=True,

@@ -32,7 +32,7 @@ def main() -> int:
     parser.add_argument("--tta", action="store_true")
     parser.add_argument("--recipe", default=None,
                         help="time the network of this recipe (its model type, nK, input "
-                        "stride, precision)")
+                        "stride, refinement head, precision)")
     args = parser.parse_args()
     source = DATA / "oasis-dev"
     if not source.is_dir():
@@ -53,7 +53,8 @@ def main() -> int:
         network = {}
         if args.recipe:
             recipe = recipe_defaults(args.recipe)
-            network = {k: recipe[k] for k in ("nK", "input_stride", "pad", "precision")
+            network = {k: recipe[k] for k in ("nK", "input_stride", "refine_filters", "pad",
+                                              "precision")
                        if k in recipe}
             args.model_types = [recipe["model_type"]]
         for model_type in args.model_types:

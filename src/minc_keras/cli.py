@@ -67,6 +67,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="unet: fold each NxN block of pixels into channels so the network "
                        "runs at 1/N resolution and predicts every pixel of the block (2 trains "
                        "faster on a CPU; default 1)")
+    group.add_argument("--refine-filters", dest="refine_filters", type=int, default=0,
+                       help="unet: filters of a head at full resolution that corrects the "
+                       "class scores from them and the input slice, for sharper boundaries "
+                       "after --input-stride (default 0: none)")
     group.add_argument("--pad", type=int, default=0,
                        help="pad slices to a multiple of 2^PAD (the U-Net needs at least 3)")
     group.add_argument("--views", type=lambda t: [v.strip() for v in t.split(",") if v.strip()],
@@ -260,7 +264,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 def _train_options(args: argparse.Namespace):
     from minc_keras.errors import UsageError
-    from minc_keras.models import check_input_stride, get_loss
+    from minc_keras.models import check_input_stride, check_refine_filters, get_loss
     from minc_keras.train import TrainOptions
 
     if args.resume and args.clobber:
@@ -269,12 +273,13 @@ def _train_options(args: argparse.Namespace):
     # unknown names and options are refused now, before any scan is read
     get_loss(args.loss)
     check_input_stride(args.model_type, args.input_stride)
+    check_refine_filters(args.model_type, args.refine_filters)
     return TrainOptions(
         model_type=args.model_type, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         loss=args.loss, metric=args.metric, activation_hidden=args.activation_hidden,
         activation_output=args.activation_output, nK=args.nK, kernel_size=args.kernel_size,
-        drop_out=args.drop_out, n_dil=args.n_dil,
-        input_stride=args.input_stride, pad=args.pad, model_name=args.model_name,
+        drop_out=args.drop_out, n_dil=args.n_dil, input_stride=args.input_stride,
+        refine_filters=args.refine_filters, pad=args.pad, model_name=args.model_name,
         seed=args.seed, clobber=args.clobber, make_model_only=args.make_model_only,
         class_names=args.class_names, views=args.views,
         quiet=args.quiet or args.verbose == 0, time_budget=args.time_budget,

@@ -13,8 +13,10 @@ an enlarged ventricle GM), a cosine learning rate over a fixed time budget, thre
 averaged at prediction, and class offsets fitted on the validation scans and atrophied
 copies of them (``calibrate``: the class-balanced loss makes the ventricles too large; the
 offsets shrink them back, without assuming every brain's are as small as the dev subjects').
-``fast`` is the same idea for one view in a quarter of the time. The runs that chose these
-values are in ``benchmarks/README.md``.
+``fast`` is the same idea for one view in a quarter of the time. Neither uses the
+full-resolution head of ``refine_filters``: it slows each step, and over 5 folds on a
+faster CPU ``fast`` without it was as accurate. The runs that chose these values are in
+``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -24,21 +26,22 @@ from minc_keras.errors import UsageError
 #: Flag defaults per recipe, by argparse destination name.
 RECIPES: dict[str, dict[str, object]] = {
     "workshop": {
-        "model_type": "model_0_0", "input_stride": 1, "epochs": 10, "batch_size": 1,
-        "lr": 1e-4, "loss": "categorical_crossentropy", "pad": 0, "views": ["axial"],
-        "time_budget": None, "schedule": "constant", "augment": False,
+        "model_type": "model_0_0", "input_stride": 1, "refine_filters": 0, "epochs": 10,
+        "batch_size": 1, "lr": 1e-4, "loss": "categorical_crossentropy", "pad": 0,
+        "views": ["axial"], "time_budget": None, "schedule": "constant", "augment": False,
         "augment_atrophy": False, "calibrate": False,
     },
     "default": {
-        "model_type": "unet", "nK": [16], "input_stride": 2, "epochs": 1000,
-        "batch_size": 8, "lr": 2e-3, "loss": "dice_wce", "pad": 3,
+        "model_type": "unet", "nK": [16], "input_stride": 2, "refine_filters": 0,
+        "epochs": 1000, "batch_size": 8, "lr": 2e-3, "loss": "dice_wce", "pad": 3,
         "views": ["axial", "coronal", "sagittal"],
         "time_budget": 18.0, "schedule": "cosine", "augment": True,
         "augment_atrophy": True, "calibrate": True,
     },
     "fast": {
-        "model_type": "unet", "nK": [16], "input_stride": 2, "epochs": 1000,
-        "batch_size": 8, "lr": 2e-3, "loss": "dice_wce", "pad": 3, "views": ["axial"],
+        "model_type": "unet", "nK": [16], "input_stride": 2, "refine_filters": 0,
+        "epochs": 1000, "batch_size": 8, "lr": 2e-3, "loss": "dice_wce", "pad": 3,
+        "views": ["axial"],
         "time_budget": 4.0, "schedule": "cosine", "augment": True,
         "augment_atrophy": True, "calibrate": True,
     },

@@ -136,6 +136,7 @@ class TrainOptions:
     drop_out: float | None = None
     n_dil: list[int] | None = None
     input_stride: int = 1
+    refine_filters: int = 0
     pad: int = 0
     views: list[str] = field(default_factory=lambda: ["axial"])
     class_names: list[str] | None = None
@@ -224,7 +225,8 @@ def _build_network(cache: SliceCache, options: TrainOptions, view: str,
                            activation_output=options.activation_output, nK=options.nK,
                            kernel_size=options.kernel_size, drop_out=options.drop_out,
                            n_dil=options.n_dil,
-                           input_stride=options.input_stride)
+                           input_stride=options.input_stride,
+                           refine_filters=options.refine_filters)
         multiple = max(2 ** options.pad, required_multiple(options.model_type))
     # a U-Net deeper than the default needs larger multiples: pad to what it checks for
     multiple = max([multiple] + [layer.multiple for layer in core.layers

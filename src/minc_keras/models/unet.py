@@ -113,6 +113,21 @@ def _conv_block(x, filters: int, kernel_size: int, activation, name: str, data_f
     return x
 
 
+def _refinement(scores, image, filters: int, activation, data_format: str):
+    """``scores`` plus a correction computed at full resolution from them and ``image``."""
+    axis = 1 if data_format == "channels_first" else -1
+    x = keras.layers.Concatenate(axis=axis, name="refine_inputs")([scores, image])
+    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
+                            data_format=data_format, name="refine_conv")(x)
+    x = FusedBatchNormalization(axis=axis, momentum=0.9, name="refine_bn")(x)
+    x = keras.layers.Activation(activation, name="refine_act")(x)
+    # zero at the start: training begins from the U-Net's own scores
+    correction = keras.layers.Conv2D(scores.shape[axis], 1, data_format=data_format,
+                                     kernel_initializer="zeros", name="refine_output",
+                                     dtype="float32")(x)
+    return keras.layers.Add(name="refined", dtype="float32")([scores, correction])
+
+
 def build_unet(
     input_shape: Sequence[int | None],
     num_classes: int,
@@ -125,6 +140,7 @@ def build_unet(
     depth: int = UNET_DEPTH,
     upsampling: str = "transpose",
     input_stride: int = 1,
+    refine_filters: int = 0,
     channels_first: bool | None = None,
     name: str = "unet",
     **ignored,
@@ -143,6 +159,11 @@ def build_unet(
     of every pixel of the block (:class:`~minc_keras.models.space_to_depth.DepthToSpace`).
     With s = 2 and twice the filters a training step on a CPU takes about two thirds of
     the time of the full-resolution U-Net (``benchmarks/README.md``).
+
+    With ``refine_filters`` k > 0 a small head at full resolution corrects the class
+    scores: the scores and the input slice pass through one 3x3 Conv-BatchNorm-activation
+    unit of k filters, whose 1x1 projection (zero at the start of training) is added to
+    the scores. It sees the image's own edges, which the half-resolution levels blur.
 
     Parameters
     ----------
@@ -168,6 +189,8 @@ def build_unet(
     input_stride : int
         1 (default): the top level sees the slice at full resolution; 2 or more: at
         1/``input_stride`` of it, as described above.
+    refine_filters : int
+        Filters of the full-resolution head described above (default 0: none).
     channels_first : bool, optional
         Keep the features channels-first inside the network (default: under the torch
         backend, see :func:`channels_first_inside`). Same weights, same results.
@@ -194,6 +217,8 @@ def build_unet(
     if int(input_stride) != input_stride or input_stride < 1:
         raise UsageError(f"input_stride must be a positive integer, got {input_stride!r}")
     stride = int(input_stride)
+    if int(refine_filters) != refine_filters or refine_filters < 0:
+        raise UsageError(f"refine_filters must be an integer >= 0, got {refine_filters!r}")
     kernel = int(kernel_size) if kernel_size else 3
     check = SpatialMultiple(unet_multiple(depth, stride), name="check_size")
     check.check_shape((None, *input_shape))  # a fixed size is rejected now, in one sentence
@@ -204,6 +229,7 @@ def build_unet(
     x = check(inputs)
     if channels_first:
         x = keras.layers.Permute((3, 1, 2), name="to_channels_first")(x)
+    image = x  # the slice at full resolution, for the refinement head
     if stride > 1:
         x = SpaceToDepth(stride, data_format=layout, name="space_to_depth")(x)
     skips = []
@@ -230,7 +256,7 @@ def build_unet(
                                      name=f"skip{level}")([x, skips[level]])
         x = _conv_block(x, filters, kernel, activation_hidden, f"dec{level}", layout)
     # the output in float32 (softmax under bfloat16), over the last (channel) axis
-    if not channels_first and stride == 1:
+    if not channels_first and stride == 1 and not refine_filters:
         outputs = keras.layers.Conv2D(num_classes, 1, activation=activation_output,
                                       name="output", dtype="float32")(x)
         return keras.Model(inputs, outputs, name=name)
@@ -238,6 +264,8 @@ def build_unet(
                             dtype="float32")(x)
     if stride > 1:  # each pixel of a block gets its own class scores
         x = DepthToSpace(stride, data_format=layout, name="depth_to_space", dtype="float32")(x)
+    if refine_filters:
+        x = _refinement(x, image, int(refine_filters), activation_hidden, layout)
     if channels_first:
         x = keras.layers.Permute((2, 3, 1), name="to_channels_last", dtype="float32")(x)
     outputs = keras.layers.Activation(activation_output, name="probabilities",

@@ -296,6 +296,7 @@ def build_model(
     drop_out: float | None = None,
     n_dil: Sequence[int] | int | None = None,
     input_stride: int | None = None,
+    refine_filters: int | None = None,
 ) -> keras.Model:
     """Build the network registered as ``name``.
 
@@ -323,6 +324,9 @@ def build_model(
     input_stride : int, optional
         ``unet`` only: fold each s x s block of pixels into channels so the top level
         runs at 1/s of the resolution (default 1, see :func:`build_unet`).
+    refine_filters : int, optional
+        ``unet`` only: filters of a full-resolution head that corrects the class scores
+        from them and the input slice (default 0: none, see :func:`build_unet`).
 
     Returns
     -------
@@ -340,10 +344,15 @@ def build_model(
         num_classes, input_shape, activations, nK, kernel_size, drop_out, n_dil
     )
     check_input_stride(name, input_stride)
+    check_refine_filters(name, refine_filters)
     if name == "unet":
         options["input_stride"] = input_stride or 1
-    elif not entry.builtin and input_stride not in (None, 1):  # 1 is every model's default
-        options["input_stride"] = input_stride
+        options["refine_filters"] = refine_filters or 0
+    elif not entry.builtin:  # the defaults (stride 1, no head) are every model's
+        if input_stride not in (None, 1):
+            options["input_stride"] = input_stride
+        if refine_filters:
+            options["refine_filters"] = refine_filters
     if not entry.builtin:  # a user's builder sees only the options the caller gave
         options = {k: v for k, v in options.items() if v is not None}
     model = entry.builder(shape, num_classes, **options)
@@ -365,6 +374,19 @@ def check_input_stride(name: str, input_stride: int | None) -> None:
         raise UsageError(f"input_stride must be a positive integer, got {input_stride!r}")
     if entry.builtin and name != "unet" and input_stride not in (None, 1):
         raise UsageError(f"input_stride (--input-stride) applies to the U-Net "
+                         f"(--model-type unet), not to {name}")
+
+
+def check_refine_filters(name: str, refine_filters: int | None) -> None:
+    """Raise UsageError unless ``refine_filters`` is an integer >= 0 that model ``name`` takes.
+
+    Built-in models other than ``unet`` take only the default (``None`` or 0).
+    """
+    entry = _entry(name)
+    if refine_filters is not None and (not _is_int(refine_filters) or refine_filters < 0):
+        raise UsageError(f"refine_filters must be an integer >= 0, got {refine_filters!r}")
+    if entry.builtin and name != "unet" and refine_filters:
+        raise UsageError(f"refine_filters (--refine-filters) applies to the U-Net "
                          f"(--model-type unet), not to {name}")
 
 
