@@ -246,6 +246,26 @@ def test_a_killed_job_keeps_its_rows_and_a_rerun_completes_the_table(model_path,
     pd.testing.assert_frame_equal(table, whole)
 
 
+def test_a_scans_labels_are_written_after_its_sidecar(model_path, tmp_path, monkeypatch):
+    """Killed at any moment, a scan with labels has the sidecar its row is restored from."""
+    import minc_keras.predict as predict_module
+
+    scan = write_volume(_scan(57)[0], tmp_path / "in" / "s57.nii.gz")
+    labels, sidecar = tmp_path / "out" / "s57_dseg.nii.gz", tmp_path / "out" / "s57_dseg.json"
+    seen = []
+
+    def checked_write(volume, path, **kwargs):
+        if path == labels:
+            seen.append(sidecar.exists())
+        return write_volume(volume, path, **kwargs)
+
+    monkeypatch.setattr(predict_module, "write_volume", checked_write)
+    assert _predict(model_path, tmp_path / "out", scan, extra=("--save-probabilities",)) == 0
+    assert seen == [True]
+    assert labels.exists()
+    assert json.loads(sidecar.read_text())["labels"] == str(labels)
+
+
 def test_skip_existing_restores_rows_missing_from_volumes_csv(model_path, tmp_path, capsys):
     """Scans segmented earlier whose rows are gone get them back from their sidecars."""
     scans = [write_volume(_scan(seed)[0], tmp_path / "in" / f"s{seed}.mnc") for seed in (50, 51)]

@@ -172,11 +172,22 @@ def segment_file(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path:
     info = segmenter.info
     volume = read_volume(path)
     result = segment_volume(segmenter, volume, batch_size=batch_size)
+    row = {"scan": str(path), "output": str(label_path),
+           **tissue_volumes(result.classes, info, volume.voxel_volume_ml),
+           "qc_entropy": normalised_entropy(result.probabilities, result.classes > 0)}
+    sidecar = {"source": str(path), "labels": str(label_path), "model": str(model_path),
+               "minc_keras_version": __version__,
+               "keras_backend": info.get("keras_backend"),
+               "class_values": info["class_values"], "class_names": info["class_names"],
+               "views": segmenter.views, "tta": segmenter.tta,
+               "class_offsets": segmenter.class_offsets,
+               "volumes_ml": {k: v for k, v in row.items() if k.endswith("_ml")},
+               "qc_entropy": row["qc_entropy"]}
     written: list[Path] = []
-    try:  # a scan's outputs come as a set: if one cannot be written, none is left
-        written.append(write_volume(
-            Volume(result.labels, volume.affine), label_path, clobber=clobber,
-            history=f"minc-keras {__version__} predict --model {model_path} {path}"))
+    # a scan's outputs come as a set: if one cannot be written, none is left. The labels
+    # go last, so a scan whose labels exist (what --skip-existing looks for) always has
+    # its sidecar, and its volumes.csv row can be restored even if the job was killed.
+    try:
         if save_probabilities:
             for index in range(1 if result.probabilities.shape[-1] == 1 else 0,
                                result.probabilities.shape[-1]):
@@ -185,18 +196,10 @@ def segment_file(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path:
                     Volume(result.probabilities[..., index], volume.affine),
                     out_dir / f"{scan_name(path)}_label-{name}_probseg{output_suffix(path)}",
                     clobber=clobber))
-        row = {"scan": str(path), "output": str(label_path),
-               **tissue_volumes(result.classes, info, volume.voxel_volume_ml),
-               "qc_entropy": normalised_entropy(result.probabilities, result.classes > 0)}
-        sidecar = {"source": str(path), "labels": str(label_path), "model": str(model_path),
-                   "minc_keras_version": __version__,
-                   "keras_backend": info.get("keras_backend"),
-                   "class_values": info["class_values"], "class_names": info["class_names"],
-                   "views": segmenter.views, "tta": segmenter.tta,
-                   "class_offsets": segmenter.class_offsets,
-                   "volumes_ml": {k: v for k, v in row.items() if k.endswith("_ml")},
-                   "qc_entropy": row["qc_entropy"]}
-        write_text_atomic(sidecar_path, json.dumps(sidecar, indent=1))
+        written.append(write_text_atomic(sidecar_path, json.dumps(sidecar, indent=1)))
+        written.append(write_volume(
+            Volume(result.labels, volume.affine), label_path, clobber=clobber,
+            history=f"minc-keras {__version__} predict --model {model_path} {path}"))
     except BaseException:
         for done in written:
             done.unlink(missing_ok=True)
