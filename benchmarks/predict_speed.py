@@ -9,6 +9,7 @@ Usage::
 
     python benchmarks/predict_speed.py [--model-types model_0_0 unet] [--scans 5]
     python benchmarks/predict_speed.py --recipe default   # the recipe's network
+    python benchmarks/predict_speed.py --recipe default --shift-passes 1
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def main() -> int:
     parser.add_argument("--model-types", nargs="+", default=["model_0_0", "unet"])
     parser.add_argument("--scans", type=int, default=5)
     parser.add_argument("--tta", action="store_true")
+    parser.add_argument("--shift-passes", type=int, default=None,
+                        help="passes per slice instead of the network's own (1 for a "
+                        "half-resolution network's single pass)")
     parser.add_argument("--recipe", default=None,
                         help="time the network of this recipe (its model type, nK, input "
                         "stride, refinement head, precision)")
@@ -64,7 +68,8 @@ def main() -> int:
                                            make_model_only=True, clobber=True, quiet=True,
                                            **network))
                 start = time.perf_counter()
-                segmenter = load_segmenter(target / "model" / name, tta=args.tta)
+                segmenter = load_segmenter(target / "model" / name, tta=args.tta,
+                                           shift_passes=args.shift_passes)
                 load = time.perf_counter() - start
                 times = []
                 for scan in scans:
@@ -72,7 +77,8 @@ def main() -> int:
                     segment_file(segmenter, scan, Path(tmp) / "out", model_path=Path(name),
                                  clobber=True)
                     times.append(time.perf_counter() - start)
-                label = f"{args.recipe or model_type:>10} {len(views)} view(s)"
+                label = (f"{args.recipe or model_type:>10} {len(views)} view(s), "
+                         f"{segmenter.shift_passes[0]} pass(es)")
                 print(f"{label}{' + TTA' if args.tta else ''}: "
                       f"median {statistics.median(times):.2f} s per scan "
                       f"(min {min(times):.2f}, max {max(times):.2f}, {len(times)} scans; "

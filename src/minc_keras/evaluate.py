@@ -63,16 +63,18 @@ def load_trained(path: Path, *, compile: bool = True) -> tuple[keras.Model, dict
     return model, info
 
 
-def load_segmenter(path: Path, *, tta: bool = False, calibrated: bool = True) -> Segmenter:
+def load_segmenter(path: Path, *, tta: bool = False, calibrated: bool = True,
+                   shift_passes: int | None = None) -> Segmenter:
     """Load ``path`` and the other views of its ensemble, if it has any.
 
-    ``calibrated=False`` leaves out the class offsets of ``--calibrate``.
+    ``calibrated=False`` leaves out the class offsets of ``--calibrate``; ``shift_passes``
+    replaces the models' own passes per slice (:class:`~minc_keras.inference.Segmenter`).
     """
     model, info = load_trained(path, compile=False)
     members = [(model, info)]
     for name in info.get("ensemble", [])[1:]:
         members.append(load_trained(path.parent / name, compile=False))
-    return Segmenter(members, tta=tta, calibrated=calibrated)
+    return Segmenter(members, tta=tta, calibrated=calibrated, shift_passes=shift_passes)
 
 
 def segment_cached(segmenter: Segmenter, cache: SliceCache, index: int,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from minc_keras.calibrate import apply_offsets
-from minc_keras.data.dataset import take_slices
 from minc_keras.data.preprocess import VIEW_AXES, round_up
 
 
 def predict_probabilities(model, volume: np.ndarray, *, view: str = "axial", multiple: int = 1,
-                          batch_size: int = 8, occupied: np.ndarray | None = None) -> np.ndarray:
+                          batch_size: int = 8, occupied: np.ndarray | None = None,
+                          shifts: int = 1) -> np.ndarray:
     """Class probabilities of every voxel of a preprocessed volume.
 
     Parameters
@@ -28,6 +28,11 @@ def predict_probabilities(model, volume: np.ndarray, *, view: str = "axial", mul
     occupied : ndarray of bool of shape (X, Y, Z), optional
         Where there is anything to segment; slices with nothing are not run through the
         network and get probability 1 for class 0. Defaults to ``volume != 0``.
+    shifts : int
+        Passes through the network, averaged; pass ``k`` places the slice ``k`` pixels
+        further down and right in the zero-padded input. A network that folds 2x2 pixel
+        blocks into channels (``input_stride`` 2) sees other blocks in each pass, so 2
+        passes give it every voxel's neighbourhood on both sides of a block edge.
 
     Returns
     -------
@@ -38,18 +43,24 @@ def predict_probabilities(model, volume: np.ndarray, *, view: str = "axial", mul
     if occupied is None:
         occupied = volume != 0
     plane = [volume.shape[a] for a in range(3) if a != axis]
-    size = (round_up(plane[0], multiple), round_up(plane[1], multiple))
-    top, left = (size[0] - plane[0]) // 2, (size[1] - plane[1]) // 2
+    room = shifts - 1  # zero rows and columns the shifted passes move into
+    size = (round_up(plane[0] + room, multiple), round_up(plane[1] + room, multiple))
+    top, left = (size[0] - plane[0] - room) // 2, (size[1] - plane[1] - room) // 2
     keep = np.flatnonzero(occupied.any(axis=tuple(a for a in range(3) if a != axis)))
     channels = int(model.output_shape[-1])
     out = np.zeros((volume.shape[axis], *plane, channels), np.float32)
     if channels > 1:
         out[..., 0] = 1.0
+    slices = np.moveaxis(volume, axis, 0)
     for start in range(0, len(keep), batch_size):
         ks = keep[start:start + batch_size]
-        batch = take_slices(volume, axis, ks, size).astype(np.float32)[..., None]
-        probs = np.asarray(model.predict_on_batch(batch))
-        out[ks] = probs[:, top:top + plane[0], left:left + plane[1]]
+        total = 0.0
+        for k in range(shifts):
+            rows, cols = slice(top + k, top + k + plane[0]), slice(left + k, left + k + plane[1])
+            batch = np.zeros((len(ks), *size, 1), np.float32)
+            batch[:, rows, cols, 0] = slices[ks]
+            total = total + np.asarray(model.predict_on_batch(batch))[:, rows, cols]
+        out[ks] = total / shifts
     return np.moveaxis(out, 0, axis)
 
 
@@ -71,7 +82,9 @@ class Segmenter:
 
     A run trained with ``--views axial,coronal,sagittal`` saves one model per view; the
     first file's metadata names the others (``ensemble``), and their probabilities are
-    averaged (as FastSurfer does). With ``tta`` each view also sees the left-right
+    averaged (as FastSurfer does). A model trained at half resolution runs twice per
+    slice, the second time shifted by a pixel (its ``shift_passes``; see
+    :func:`predict_probabilities`). With ``tta`` each view also sees the left-right
     mirrored volume and its mirrored prediction is averaged in. The averaged
     probabilities are then shifted by the class offsets fitted on the validation scans
     after training (:mod:`minc_keras.calibrate`), if the model has them.
@@ -85,13 +98,18 @@ class Segmenter:
     calibrated : bool
         Apply the first model's ``class_offsets`` (if it has any); False gives the
         networks' own averaged probabilities.
+    shift_passes : int, optional
+        Passes per slice for every member instead of each model's own (benchmarks
+        compare with 1).
     """
 
     def __init__(self, members: list[tuple], *, tta: bool = False,
-                 calibrated: bool = True) -> None:
+                 calibrated: bool = True, shift_passes: int | None = None) -> None:
         self.members = members
         self.tta = tta
         self.class_offsets = members[0][1].get("class_offsets") if calibrated else None
+        self.shift_passes = [int(shift_passes or info.get("shift_passes", 1))
+                             for _, info in members]
 
     @property
     def info(self) -> dict:
@@ -123,12 +141,12 @@ class Segmenter:
         """
         total = None
         count = 0
-        for model, info in self.members:
+        for (model, info), shifts in zip(self.members, self.shift_passes, strict=True):
             for flipped in (False, True) if self.tta else (False,):
                 source = volume[::-1] if flipped else volume
                 probs = predict_probabilities(model, np.ascontiguousarray(source),
                                               view=info["view"], multiple=info["multiple"],
-                                              batch_size=batch_size)
+                                              batch_size=batch_size, shifts=shifts)
                 if flipped:
                     probs = probs[::-1]
                 total = probs if total is None else total + probs

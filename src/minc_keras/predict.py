@@ -179,7 +179,8 @@ def segment_file(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path:
                "minc_keras_version": __version__,
                "keras_backend": info.get("keras_backend"),
                "class_values": info["class_values"], "class_names": info["class_names"],
-               "views": segmenter.views, "tta": segmenter.tta,
+               "views": segmenter.views, "shift_passes": segmenter.shift_passes,
+               "tta": segmenter.tta,
                "class_offsets": segmenter.class_offsets,
                "volumes_ml": {k: v for k, v in row.items() if k.endswith("_ml")},
                "qc_entropy": row["qc_entropy"]}

