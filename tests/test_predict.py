@@ -266,6 +266,29 @@ def test_a_scans_labels_are_written_after_its_sidecar(model_path, tmp_path, monk
     assert json.loads(sidecar.read_text())["labels"] == str(labels)
 
 
+def test_a_set_left_without_labels_is_redone_but_a_strangers_file_is_kept(model_path, tmp_path,
+                                                                          capsys):
+    """Probability maps beside their sidecar but no labels: a killed job's; redone."""
+    scan = write_volume(_scan(58)[0], tmp_path / "in" / "s58.nii.gz")
+    out = tmp_path / "out"
+    assert _predict(model_path, out, scan, extra=("--save-probabilities",)) == 0
+    assert "segmented 1 scan into" in capsys.readouterr().out
+    labels = out / "s58_dseg.nii.gz"
+    maps = sorted(out.glob("s58_label-*_probseg.nii.gz"))
+    assert maps
+    labels.unlink()  # as if killed between the probability maps and the labels
+    assert _predict(model_path, out, scan, extra=("--save-probabilities",)) == 0
+    assert labels.exists()
+    # a probability map with no sidecar naming these labels is not ours: refused, kept
+    labels.unlink()
+    (out / "s58_dseg.json").unlink()
+    maps[0].write_bytes(b"someone else's")
+    assert _predict(model_path, out, scan, extra=("--save-probabilities",)) == 2
+    assert "exists already" in capsys.readouterr().err
+    assert maps[0].read_bytes() == b"someone else's"
+    assert not labels.exists()
+
+
 def test_skip_existing_restores_rows_missing_from_volumes_csv(model_path, tmp_path, capsys):
     """Scans segmented earlier whose rows are gone get them back from their sidecars."""
     scans = [write_volume(_scan(seed)[0], tmp_path / "in" / f"s{seed}.mnc") for seed in (50, 51)]

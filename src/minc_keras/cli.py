@@ -356,6 +356,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scans(count: int) -> str:
+    """``"1 scan"``, ``"2 scans"``."""
+    return f"{count} scan{'s' * (count != 1)}"
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from minc_keras.predict import predict_scans
 
@@ -365,9 +370,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                            skip_existing=args.skip_existing or args.scheduler == "dask",
                            scheduler=args.scheduler, workers=args.workers,
                            scheduler_address=args.scheduler_address)
-    print(f"segmented {len(report.rows)} scans into {args.output}")
+    print(f"segmented {_scans(len(report.rows))} into {args.output}")
     if report.skipped:
-        print(f"left out {len(report.skipped)} scans whose labels exist already "
+        print(f"left out {_scans(len(report.skipped))} whose labels exist already "
               "(--clobber redoes them)")
     if report.table_path is not None:
         print(f"wrote {report.table_path}")

@@ -160,6 +160,14 @@ def _outputs(path: Path, out_dir: Path) -> tuple[Path, Path]:
     return out_dir / f"{stem}_dseg{output_suffix(path)}", out_dir / f"{stem}_dseg.json"
 
 
+def _sidecar_labels(path: Path) -> str | None:
+    """The labels file a ``_dseg.json`` sidecar names, or None (no sidecar, or not ours)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("labels")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def segment_file(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path: Path,
                  clobber: bool = False, save_probabilities: bool = False,
                  batch_size: int = 8) -> dict:
@@ -185,10 +193,14 @@ def segment_file(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path:
                "volumes_ml": {k: v for k, v in row.items() if k.endswith("_ml")},
                "qc_entropy": row["qc_entropy"]}
     written: list[Path] = []
-    # a scan's outputs come as a set: if one cannot be written, none is left. The labels
-    # go last, so a scan whose labels exist (what --skip-existing looks for) always has
-    # its sidecar, and its volumes.csv row can be restored even if the job was killed.
+    # a scan's outputs come as a set: if one cannot be written, none is left. The sidecar
+    # goes first and the labels last, so a scan whose labels exist (what --skip-existing
+    # looks for) always has its sidecar, and its volumes.csv row can be restored even if
+    # the job was killed; probability maps beside a sidecar but no labels are what such
+    # a job left, and are replaced.
+    unfinished = not label_path.exists() and _sidecar_labels(sidecar_path) == str(label_path)
     try:
+        written.append(write_text_atomic(sidecar_path, json.dumps(sidecar, indent=1)))
         if save_probabilities:
             for index in range(1 if result.probabilities.shape[-1] == 1 else 0,
                                result.probabilities.shape[-1]):
@@ -196,8 +208,7 @@ def segment_file(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path:
                 written.append(write_volume(
                     Volume(result.probabilities[..., index], volume.affine),
                     out_dir / f"{scan_name(path)}_label-{name}_probseg{output_suffix(path)}",
-                    clobber=clobber))
-        written.append(write_text_atomic(sidecar_path, json.dumps(sidecar, indent=1)))
+                    clobber=clobber or unfinished))
         written.append(write_volume(
             Volume(result.labels, volume.affine), label_path, clobber=clobber,
             history=f"minc-keras {__version__} predict --model {model_path} {path}"))
