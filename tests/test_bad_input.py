@@ -887,7 +887,7 @@ def predict_skips(scene: Scene, bad: Path, *, good: list[Path], reason: str = ""
     captured = scene.capsys.readouterr()
     assert code == 2, captured.err
     assert "Traceback" not in captured.out + captured.err
-    failed = re.findall(r"^  (.+?): (.+)$", captured.err.split("1 scans failed:")[-1], re.M)
+    failed = re.findall(r"^  (.+?): (.+)$", captured.err.split("1 scan failed:")[-1], re.M)
     assert [Path(path).name for path, _ in failed] == [bad.name], captured.err
     assert reason in failed[0][1]
     assert "; " in failed[0][1], "the reason does not say what to do"
@@ -1029,7 +1029,7 @@ def test_predict_on_a_full_disk_leaves_no_output(scene, monkeypatch, only):
     assert cli("predict", "--model", scene.model, "-o", out, inputs) == 2
     err = scene.capsys.readouterr().err
     assert "Traceback" not in err
-    assert f"{len(good)} scans failed:" in err
+    assert f"{len(good)} scan{'s' * (len(good) != 1)} failed:" in err
     for scan in good:
         assert re.search(rf"^  .*{re.escape(scan.name)}: cannot write .*space", err, re.M), err
     assert list(out.iterdir()) == []

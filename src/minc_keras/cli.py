@@ -377,7 +377,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if report.table_path is not None:
         print(f"wrote {report.table_path}")
     if report.failures:
-        print(f"{len(report.failures)} scans failed:", file=sys.stderr)
+        print(f"{_scans(len(report.failures))} failed:", file=sys.stderr)
         for path, reason in report.failures:
             print(f"  {path}: {reason}", file=sys.stderr)
         return 2
