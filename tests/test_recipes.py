@@ -113,7 +113,7 @@ def test_time_budget_ends_training_early_with_a_checkpoint(tmp_path, capsys):
 def test_16_bit_training_saves_a_model_that_predicts_float32(tmp_path, flags):
     import keras
 
-    from minc_keras.train import dtype_policy
+    from minc_keras.precision import dtype_policy
 
     # --mixed-precision: float16 (with loss scaling) on a GPU, bfloat16 on a CPU that has it
     expected = dtype_policy("mixed") if flags[0] == "--mixed-precision" else "mixed_bfloat16"
@@ -130,22 +130,6 @@ def test_16_bit_training_saves_a_model_that_predicts_float32(tmp_path, flags):
     out = model.predict(np.zeros((1, 32, 32, 1), np.float32), verbose=0)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out.sum(-1), 1.0, atol=1e-3)
-
-
-def test_mixed_precision_follows_the_cpu(monkeypatch, caplog):
-    from minc_keras import train
-
-    monkeypatch.setattr(train, "accelerator", lambda: None)
-    monkeypatch.setattr(train, "cpu_computes_bfloat16", lambda: True)
-    assert train.dtype_policy("mixed") == "mixed_bfloat16"
-    monkeypatch.setattr(train, "cpu_computes_bfloat16", lambda: False)
-    with caplog.at_level("INFO", logger="minc_keras.train"):
-        assert train.dtype_policy("mixed") == "float32"
-        assert train.dtype_policy("bfloat16") == "mixed_bfloat16"  # asked for: kept, warned
-    assert "no native bfloat16, training in float32" in caplog.text
-    assert "--precision bfloat16 will be much slower than float32 here" in caplog.text
-    monkeypatch.setattr(train, "accelerator", lambda: "cuda:0 (test)")
-    assert train.dtype_policy("mixed") == "mixed_float16"
 
 
 def test_time_budget_is_shared_by_the_views(tmp_path):

@@ -3,8 +3,10 @@ and the ``--predict`` label volumes and montages of chosen test subjects."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from minc_keras.inference import Segmenter, probabilities_to_classes
 from minc_keras.io import Volume, output_suffix, write_volume
 from minc_keras.model_info import read_info
 from minc_keras.models import dice_per_class
+from minc_keras.precision import prediction_config
 from minc_keras.progress import progress
 from minc_keras.report import save_montage
 from minc_keras.run_summary import calibration_summary, write_summary
@@ -50,7 +53,7 @@ def load_trained(path: Path, *, compile: bool = True) -> tuple[keras.Model, dict
     if not path.is_file():
         raise DatasetError(f"no trained model at {path}; run `minc-keras train` first")
     try:
-        model = keras.saving.load_model(path, compile=compile)
+        model = _load_model(path, compile)
         info = read_info(model)
     except Exception as exc:
         # one line: Keras messages span several, and a KeyError's str() is quoted
@@ -61,6 +64,29 @@ def load_trained(path: Path, *, compile: bool = True) -> tuple[keras.Model, dict
             "retrain it with `minc-keras train --clobber`"
         ) from exc
     return model, info
+
+
+def _load_model(path: Path, compile: bool) -> keras.Model:
+    """``keras.saving.load_model``, in float32 where the saved 16-bit policy would be slow.
+
+    A model trained with ``--precision bfloat16`` or ``float16`` keeps that policy in its
+    file; on a machine without native arithmetic for it the layers are rebuilt in float32
+    (:func:`~minc_keras.precision.prediction_config`) and the saved weights loaded into them.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return keras.saving.load_model(path, compile=compile)  # its own error, if any
+    config, changed = prediction_config(config, where=str(path))
+    if not changed:
+        return keras.saving.load_model(path, compile=compile)
+    compile_config = config.pop("compile_config", None)
+    model = keras.saving.deserialize_keras_object(config)
+    model.load_weights(path)
+    if compile and compile_config:  # after the weights: the optimizer starts afresh
+        model.compile_from_config(compile_config)
+    return model
 
 
 def load_segmenter(path: Path, *, tta: bool = False, calibrated: bool = True,

@@ -31,73 +31,9 @@ from minc_keras.models import (
     make_metrics,
     required_multiple,
 )
+from minc_keras.precision import accelerator, dtype_policy
 
 log = logging.getLogger(__name__)
-
-
-#: ``--precision`` names and the Keras dtype policies they set while building a network.
-#: ``mixed`` (``--mixed-precision``) is float16 on a GPU and bfloat16 on a CPU that has it.
-PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16",
-              "mixed": None}
-
-
-def accelerator() -> str | None:
-    """The GPU Keras computes on, such as ``"cuda:0 (NVIDIA H100)"``; None on a CPU."""
-    backend = keras.backend.backend()
-    if backend == "torch":
-        import torch
-
-        if torch.cuda.is_available():
-            return f"cuda:{torch.cuda.current_device()} ({torch.cuda.get_device_name()})"
-    elif backend == "jax":
-        import jax
-
-        gpus = [d for d in jax.devices() if d.platform == "gpu"]
-        if gpus:
-            return f"{gpus[0]} ({len(gpus)} GPU(s))"
-    return None
-
-
-def cpu_computes_bfloat16() -> bool:
-    """Whether this CPU has native bfloat16 arithmetic (AVX-512 BF16 or AMX) for torch.
-
-    Without it torch emulates bfloat16 convolutions, about ten times slower than float32
-    (measured on an AVX2 CPU). Other backends are assumed to have it.
-    """
-    if keras.backend.backend() != "torch":
-        return True
-    import torch
-
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # an older or newer torch without the probe
-        return True
-
-
-def dtype_policy(precision: str) -> str:
-    """The Keras dtype policy of a ``--precision`` name (``mixed`` looks at the hardware).
-
-    ``mixed`` is float16 on a GPU, bfloat16 on a CPU that computes it natively, float32
-    on any other CPU. An explicit ``bfloat16`` on a CPU without native bfloat16 is kept,
-    with a warning that it will be slow.
-
-    >>> dtype_policy("float32"), dtype_policy("float16")
-    ('float32', 'mixed_float16')
-    """
-    if precision not in PRECISIONS:
-        raise UsageError(f"--precision {precision} is not known; choose one of "
-                         f"{', '.join(PRECISIONS)}")
-    if precision == "mixed":  # float16 with loss scaling on GPUs; bfloat16 needs none
-        if accelerator():
-            return "mixed_float16"
-        if cpu_computes_bfloat16():
-            return "mixed_bfloat16"
-        log.info("--mixed-precision: this CPU has no native bfloat16, training in float32")
-        return "float32"
-    if precision == "bfloat16" and not accelerator() and not cpu_computes_bfloat16():
-        log.warning("this CPU has no native bfloat16 (AVX-512 BF16 or AMX); "
-                    "--precision bfloat16 will be much slower than float32 here")
-    return PRECISIONS[precision]
 
 
 @dataclass
