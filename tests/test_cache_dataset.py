@@ -128,3 +128,20 @@ def test_encode_targets_binary_and_multiclass():
 def test_open_without_cache_says_what_to_do(tmp_path):
     with pytest.raises(DatasetError, match="run `minc-keras prepare`"):
         SliceCache.open(tmp_path)
+
+
+def test_repeat_class_shows_the_slices_that_hold_it_twice(dataset_root, tmp_path):
+    from minc_keras.train import TrainOptions, _rare_class
+
+    cache = build_cache(_rows(dataset_root), tmp_path / "data", config=CONFIG, quiet=True)
+    rare = _rare_class(cache, TrainOptions(oversample_rare=True))
+    assert cache.class_values[rare] == 2  # the small core, not the shell around it
+    assert _rare_class(cache, TrainOptions()) is None
+    plain = SliceDataset(cache, "train", view="sagittal", batch_size=4)
+    repeated = SliceDataset(cache, "train", view="sagittal", batch_size=4, repeat_class=rare)
+    rows, counts = np.unique(repeated.index, axis=0, return_counts=True)
+    np.testing.assert_array_equal(rows, np.unique(plain.index, axis=0))
+    for (scan, k), count in zip(rows, counts, strict=True):
+        holds = bool((np.asarray(cache.label(scan))[k] == 2).any())  # sagittal: axis 0
+        assert count == (2 if holds else 1)
+    assert 0 < repeated.num_slices - plain.num_slices < plain.num_slices

@@ -114,6 +114,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="also enlarge the darkest tissue class (the ventricles of a T1 "
                        "scan) by 1-6 voxels in 30 %% of the training slices, pushing the "
                        "tissue around it aside, as in older brains (default off)")
+    group.add_argument("--oversample-rare", dest="oversample_rare",
+                       action=argparse.BooleanOptionalAction, default=False,
+                       help="show the training slices that hold the rarest tissue class (the "
+                       "ventricles of tissue labels) twice per epoch (default off)")
     group.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=False,
                        help="once trained, fit a probability offset per class that maximises "
                        "Dice on the validation scans and store it in the model, for every "
@@ -284,6 +288,7 @@ def _train_options(args: argparse.Namespace):
         class_names=args.class_names, views=args.views,
         quiet=args.quiet or args.verbose == 0, time_budget=args.time_budget,
         schedule=args.schedule, augment=args.augment, augment_atrophy=args.augment_atrophy,
+        oversample_rare=args.oversample_rare,
         calibrate=args.calibrate,
         precision=args.precision,
         recipe=args.recipe, resume=args.resume, devices=args.devices,

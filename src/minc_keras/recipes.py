@@ -29,21 +29,21 @@ RECIPES: dict[str, dict[str, object]] = {
         "model_type": "model_0_0", "input_stride": 1, "refine_filters": 0, "epochs": 10,
         "batch_size": 1, "lr": 1e-4, "loss": "categorical_crossentropy", "pad": 0,
         "views": ["axial"], "time_budget": None, "schedule": "constant", "augment": False,
-        "augment_atrophy": False, "calibrate": False,
+        "augment_atrophy": False, "oversample_rare": False, "calibrate": False,
     },
     "default": {
         "model_type": "unet", "nK": [16], "input_stride": 2, "refine_filters": 0,
         "epochs": 1000, "batch_size": 8, "lr": 2e-3, "loss": "dice_wce", "pad": 3,
         "views": ["axial", "coronal", "sagittal"],
         "time_budget": 18.0, "schedule": "cosine", "augment": True,
-        "augment_atrophy": True, "calibrate": True,
+        "augment_atrophy": True, "oversample_rare": False, "calibrate": True,
     },
     "fast": {
         "model_type": "unet", "nK": [16], "input_stride": 2, "refine_filters": 0,
         "epochs": 1000, "batch_size": 8, "lr": 2e-3, "loss": "dice_wce", "pad": 3,
         "views": ["axial"],
         "time_budget": 4.0, "schedule": "cosine", "augment": True,
-        "augment_atrophy": True, "calibrate": True,
+        "augment_atrophy": True, "oversample_rare": False, "calibrate": True,
     },
 }
 

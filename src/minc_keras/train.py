@@ -46,10 +46,12 @@ class TrainOptions:
     ``augment`` perturbs the training slices (:class:`~minc_keras.data.augment.SliceAugmenter`);
     ``augment_atrophy`` also enlarges the darkest tissue class (the ventricles of a T1
     scan) in some of them, as in older brains (:func:`~minc_keras.data.augment.expand_class`);
-    ``precision="bfloat16"`` computes in bfloat16 with float32 weights (faster on CPUs with
-    AVX-512 BF16 or AMX, and the saved model predicts in bfloat16 too); ``"float16"``
-    likewise in float16 with loss scaling (GPUs); ``"mixed"`` picks float16 on a GPU,
-    bfloat16 on a CPU with native bfloat16, float32 otherwise. ``resume``
+    ``oversample_rare`` shows the training slices that hold the rarest foreground class
+    (the ventricles) twice per epoch; ``precision="bfloat16"`` computes in bfloat16 with
+    float32 weights (faster on CPUs with AVX-512 BF16 or AMX; the saved model predicts in
+    float32 on a CPU without them); ``"float16"`` likewise in float16 with loss scaling
+    (GPUs); ``"mixed"`` picks float16 on a GPU, bfloat16 on a CPU with native bfloat16,
+    float32 otherwise. ``resume``
     continues an interrupted training from its last checkpoint, with the settings it was
     started with (``model/config.json``). ``devices`` > 1 trains data-parallel over
     that many devices (Keras' distribution API, JAX backend): every batch is split
@@ -85,6 +87,7 @@ class TrainOptions:
     schedule: str = "constant"
     augment: bool = False
     augment_atrophy: bool = False
+    oversample_rare: bool = False
     calibrate: bool = False
     precision: str = "float32"
     recipe: str | None = None
@@ -579,6 +582,25 @@ def _augmenter(cache: SliceCache, options: TrainOptions) -> SliceAugmenter | Non
     return replace(plain, atrophy=ATROPHY_PROBABILITY, atrophy_class=target)
 
 
+def _rare_class(cache: SliceCache, options: TrainOptions) -> int | None:
+    """The class whose slices ``--oversample-rare`` repeats (``None``: repeat none)."""
+    if not options.oversample_rare:
+        return None
+    sample = (slice(None, None, 2),) * 3
+    counts = sum(np.bincount(cache.classes(np.asarray(cache.label(i)[sample])).ravel(),
+                             minlength=cache.num_classes)
+                 for i in cache.by_category("train"))
+    present = [c for c in range(1, cache.num_classes) if counts[c]]
+    if len(present) < 2:  # a brain mask: the one class is not rare beside another
+        log.info("no slices oversampled: the labels have one class besides the background")
+        return None
+    rare = min(present, key=lambda c: counts[c])
+    log.info("slices holding class %d (label %d, %.1f %% of the labelled voxels) shown twice "
+             "per epoch", rare, cache.class_values[rare],
+             100 * counts[rare] / sum(counts[c] for c in present))
+    return rare
+
+
 def _fit(model: keras.Model, info: dict, cache: SliceCache, options: TrainOptions, view: str,
          path: Path, target: Path, budget: float | None = None, *,
          resumed: dict | None = None) -> tuple[dict, float]:
@@ -595,7 +617,8 @@ def _fit(model: keras.Model, info: dict, cache: SliceCache, options: TrainOption
     # every training step sees a full batch (the slices left over change each epoch);
     # with several devices validation batches must split evenly too
     train_data = SliceDataset(cache, "train", shuffle=True, seed=options.seed, augment=augment,
-                              drop_remainder=True, **common)
+                              drop_remainder=True, repeat_class=_rare_class(cache, options),
+                              **common)
     if len(train_data) == 0 and options.devices == 1:  # fewer slices than one batch
         train_data.drop_remainder = False
     validate_data = SliceDataset(cache, "validate", drop_remainder=options.devices > 1,

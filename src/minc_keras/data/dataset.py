@@ -102,13 +102,16 @@ class SliceDataset(keras.utils.PyDataset):
     drop_remainder : bool
         Leave out the last, incomplete batch (data-parallel training splits every batch
         evenly over the devices).
+    repeat_class : int, optional
+        Class index whose slices are shown twice per epoch (the slices that hold a small
+        structure, such as the ventricles, then make up more of each batch).
     """
 
     def __init__(self, cache: SliceCache, category: str, view: str = "axial", *,
                  batch_size: int = 16, num_outputs: int | None = None, multiple: int = 1,
                  shuffle: bool = False, seed: int = 0,
                  augment: Callable | None = None, drop_remainder: bool = False,
-                 **kwargs) -> None:
+                 repeat_class: int | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.cache = cache
         self.axis = VIEW_AXES[view]
@@ -124,8 +127,21 @@ class SliceDataset(keras.utils.PyDataset):
             [(scan, k) for scan in cache.by_category(category)
              for k in cache.scans[scan].nonempty[self.axis]], dtype=np.int64,
         ).reshape(-1, 2)
+        if repeat_class is not None:
+            self.index = np.concatenate([self.index, self._holding(repeat_class)])
         self._order = np.arange(len(self.index))
         self.set_epoch(0)
+
+    def _holding(self, cls: int) -> np.ndarray:
+        """The rows of :attr:`index` whose label slice holds class ``cls``."""
+        value = self.cache.class_values[cls]
+        others = tuple(a for a in range(3) if a != self.axis)
+        rows = [np.empty((0, 2), np.int64)]
+        for scan in np.unique(self.index[:, 0]):
+            present = np.asarray(self.cache.label(scan) == value).any(axis=others)
+            mine = self.index[self.index[:, 0] == scan]
+            rows.append(mine[present[mine[:, 1]]])
+        return np.concatenate(rows)
 
     def __len__(self) -> int:
         if self.drop_remainder:
