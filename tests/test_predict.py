@@ -143,6 +143,21 @@ def test_a_corrupt_scan_is_skipped_and_reported(model_path, tmp_path, capsys):
     assert not list((tmp_path / "out").glob("bad*"))
 
 
+def test_a_label_map_beside_its_scan_is_refused_not_segmented(model_path, tmp_path, capsys):
+    # a subject's folder holds the scan and its labels; only the scan is segmented
+    volume, labels = _scan(33)
+    scan = write_volume(volume, tmp_path / "sub" / "sub_T1w.nii.gz")
+    write_volume(Volume(labels.astype(np.float32), volume.affine), tmp_path / "sub" / "sub_seg.mnc")
+    capsys.readouterr()
+    assert _predict(model_path, tmp_path / "out", tmp_path / "sub") == 2
+    err = capsys.readouterr().err
+    assert "sub_seg.mnc: it holds 3 distinct values (0, 1, 2), so it is a label map" in err
+    assert "Traceback" not in err
+    assert (tmp_path / "out" / scan.name.replace(".nii.gz", "_dseg.nii.gz")).is_file()
+    assert len(pd.read_csv(tmp_path / "out" / "volumes.csv")) == 1
+    assert not list((tmp_path / "out").glob("sub_seg*"))
+
+
 def test_existing_output_is_not_overwritten_without_clobber(model_path, tmp_path, capsys):
     path = write_volume(_scan(41)[0], tmp_path / "s.nii.gz")
     assert _predict(model_path, tmp_path / "out", path) == 0

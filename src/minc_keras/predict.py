@@ -21,7 +21,7 @@ import pandas as pd
 
 from minc_keras import __version__
 from minc_keras.atomic import atomic_output, check_writable, file_lock, write_text_atomic
-from minc_keras.errors import MincKerasError, OutputExistsError, UsageError
+from minc_keras.errors import DatasetError, MincKerasError, OutputExistsError, UsageError
 from minc_keras.io import IMAGE_SUFFIXES, Volume, output_suffix, read_volume, write_volume
 from minc_keras.process_recycling import SCANS_PER_PROCESS, segment_in_fresh_processes
 from minc_keras.progress import progress
@@ -168,6 +168,34 @@ def _sidecar_labels(path: Path) -> str | None:
         return None
 
 
+#: A volume with at most this many distinct whole-number values is a label map or mask.
+LABEL_MAP_MAX_VALUES = 32
+
+
+def check_is_scan(data: np.ndarray) -> None:
+    """Refuse a label map or mask given as a scan (a subject's folder holds both).
+
+    Raises
+    ------
+    DatasetError
+        If ``data`` (every second voxel along each axis) holds at most
+        :data:`LABEL_MAP_MAX_VALUES` distinct values, all whole numbers.
+
+    >>> check_is_scan(np.linspace(0, 1, 512).reshape(8, 8, 8))
+    >>> check_is_scan(np.zeros((4, 4, 4)))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    minc_keras.errors.DatasetError: it holds 1 distinct value (0), so it is a label map...
+    """
+    values = np.unique(np.asarray(data)[::2, ::2, ::2])
+    if len(values) > LABEL_MAP_MAX_VALUES or not np.array_equal(values, np.round(values)):
+        return
+    shown = ", ".join(f"{v:g}" for v in values[:8]) + (", ..." if len(values) > 8 else "")
+    raise DatasetError(f"it holds {len(values)} distinct value{'s' if len(values) != 1 else ''} "
+                       f"({shown}), so it is a label map or mask, not a scan; leave it out "
+                       "of the inputs")  # the caller names the file
+
+
 def segment_file(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path: Path,
                  clobber: bool = False, save_probabilities: bool = False,
                  batch_size: int = 8) -> dict:
@@ -179,6 +207,7 @@ def segment_file(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path:
         raise OutputExistsError(f"{label_path} exists already; pass --clobber to replace it")
     info = segmenter.info
     volume = read_volume(path)
+    check_is_scan(volume.data)
     result = segment_volume(segmenter, volume, batch_size=batch_size)
     row = {"scan": str(path), "output": str(label_path),
            **tissue_volumes(result.classes, info, volume.voxel_volume_ml),
