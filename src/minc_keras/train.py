@@ -507,6 +507,9 @@ def _train_views(target: Path, cache: SliceCache, paths: list[Path],
     """Train (or keep, when resuming) the model of each view in turn."""
     result = TrainResult(paths[0], 0, {}, 0.0, trained=not options.make_model_only)
     spent = 0.0  # training seconds of the views before this one, earlier runs included
+    # what the training labels decide, looked at once for all views
+    sampling = {} if options.make_model_only else {
+        "augment": _augmenter(cache, options), "repeat_class": _rare_class(cache, options)}
     for done, (view, path) in enumerate(zip(options.views, paths, strict=True)):
         last, state_path = checkpoint_paths(target, view, options.views)
         state = read_state(state_path) if options.resume else None
@@ -537,7 +540,7 @@ def _train_views(target: Path, cache: SliceCache, paths: list[Path],
         if options.time_budget:  # what is left, shared by the views still to train
             budget = max((options.time_budget * 60 - spent) / (len(options.views) - done), 1.0)
         history, seconds = _fit(model, info, cache, options, view, path, target, budget,
-                                resumed=state)
+                                resumed=state, **sampling)
         result.histories[view] = history
         result.seconds += seconds
         spent += seconds
@@ -564,9 +567,9 @@ def _augmenter(cache: SliceCache, options: TrainOptions) -> SliceAugmenter | Non
     if not (options.augment or options.augment_atrophy):
         return None
     plain = SliceAugmenter() if options.augment else SliceAugmenter(probability=0.0)
-    if not options.augment_atrophy:
-        return plain
     rows = cache.by_category("train")[:4]  # a few scans tell which class is darkest
+    if not (options.augment_atrophy and rows):
+        return plain
     sample = (slice(None, None, 2),) * 3
     target = darkest_class(
         np.concatenate([np.asarray(cache.image(i)[sample]).ravel() for i in rows]),
@@ -603,21 +606,22 @@ def _rare_class(cache: SliceCache, options: TrainOptions) -> int | None:
 
 def _fit(model: keras.Model, info: dict, cache: SliceCache, options: TrainOptions, view: str,
          path: Path, target: Path, budget: float | None = None, *,
-         resumed: dict | None = None) -> tuple[dict, float]:
+         resumed: dict | None = None, augment: SliceAugmenter | None = None,
+         repeat_class: int | None = None) -> tuple[dict, float]:
     """Fit one view's model, saving the best and the last checkpoint; return its history.
 
     ``budget`` (seconds) stops the fit when spent; the cosine schedule then runs on time.
     ``resumed`` (a progress record of :class:`_BestAndLast`) continues an interrupted fit:
     epochs, best value and seconds already spent carry on. The seconds returned include
-    those of the interrupted run.
+    those of the interrupted run. ``augment`` and ``repeat_class`` are the training slices'
+    augmentation and oversampled class (:func:`_augmenter`, :func:`_rare_class`).
     """
     common = {"view": view, "batch_size": options.batch_size,
               "num_outputs": info["num_outputs"], "multiple": info["multiple"]}
-    augment = _augmenter(cache, options)
     # every training step sees a full batch (the slices left over change each epoch);
     # with several devices validation batches must split evenly too
     train_data = SliceDataset(cache, "train", shuffle=True, seed=options.seed, augment=augment,
-                              drop_remainder=True, repeat_class=_rare_class(cache, options),
+                              drop_remainder=True, repeat_class=repeat_class,
                               **common)
     if len(train_data) == 0 and options.devices == 1:  # fewer slices than one batch
         train_data.drop_remainder = False
