@@ -587,12 +587,13 @@ def _augmenter(cache: SliceCache, options: TrainOptions) -> SliceAugmenter | Non
 
 def _rare_class(cache: SliceCache, options: TrainOptions) -> int | None:
     """The class whose slices ``--oversample-rare`` repeats (``None``: repeat none)."""
-    if not options.oversample_rare:
+    rows = cache.by_category("train")
+    if not (options.oversample_rare and rows):
         return None
     sample = (slice(None, None, 2),) * 3
     counts = sum(np.bincount(cache.classes(np.asarray(cache.label(i)[sample])).ravel(),
                              minlength=cache.num_classes)
-                 for i in cache.by_category("train"))
+                 for i in rows)
     present = [c for c in range(1, cache.num_classes) if counts[c]]
     if len(present) < 2:  # a brain mask: the one class is not rare beside another
         log.info("no slices oversampled: the labels have one class besides the background")
