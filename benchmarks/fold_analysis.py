@@ -36,18 +36,17 @@ from scipy import ndimage
 from minc_keras.calibrate import apply_offsets
 from minc_keras.evaluate import load_segmenter
 from minc_keras.inference import Segmenter
-from minc_keras.io import read_volume
+from minc_keras.io import Volume, read_volume
 from minc_keras.segment import segment_volume
 
 VENTRICLES = 1  # the manual labels' CSF class: ventricles only
 
 
-def view_rows(model: Path, scan: Path, truth: np.ndarray) -> list[dict]:
+def view_rows(model: Path, volume: Volume, truth: np.ndarray) -> list[dict]:
     """Dice per class of each view alone and of all views averaged, under three offsets."""
     ensemble = load_segmenter(model, calibrated=False)
     fitted = ensemble.info.get("class_offsets") or [0.0] * (len(CLASSES) + 1)
     ventricle_only = [value if c == VENTRICLES else 0.0 for c, value in enumerate(fitted)]
-    volume = read_volume(scan)
     per_view = [segment_volume(Segmenter([member], calibrated=False), volume).probabilities
                 for member in ensemble.members]
     combos = dict(zip(ensemble.views, per_view, strict=True))
@@ -116,7 +115,7 @@ def main() -> None:
             continue
         for subject in held_out:
             folder = fold_dir / "atrophied" if args.atrophied else args.source / subject
-            scan = folder / f"{subject}_T1w_anat.mnc"
+            scan = read_volume(folder / f"{subject}_T1w_anat.mnc")
             truth = read_volume(folder / f"{subject}_variant-manual.mnc", label=True).data
             view_table += [{"fold": fold, "subject": subject, **row}
                            for row in view_rows(model, scan, truth)]
@@ -124,7 +123,7 @@ def main() -> None:
                                     label=True).data
             subject_table.append({"fold": fold, "subject": subject,
                                   **error_row(predicted == VENTRICLES, truth == VENTRICLES,
-                                              read_volume(scan).data.astype(np.float32)),
+                                              scan.data.astype(np.float32)),
                                   **tracing_row(truth == VENTRICLES)})
             print(f"fold {fold}: {subject}", flush=True)
     if not subject_table:
