@@ -34,6 +34,18 @@ def test_channels_last_is_the_transposed_channels_first():
     np.testing.assert_array_equal(_numpy(DepthToSpace(2)(last)), x)
 
 
+def test_volumes_fold_each_block_of_voxels_into_channels():
+    x = np.random.default_rng(3).normal(size=(2, 4, 6, 8, 3)).astype("float32")
+    folded = _numpy(SpaceToDepth(2)(x))
+    assert folded.shape == (2, 2, 3, 4, 24)
+    # channel c * 8 + (i * 4 + j * 2 + k) holds voxel (2x + i, 2y + j, 2z + k) of channel c
+    np.testing.assert_array_equal(folded[0, 1, 2, 3, 1 * 8 + 5], x[0, 2 + 1, 4 + 0, 6 + 1, 1])
+    np.testing.assert_array_equal(_numpy(DepthToSpace(2)(folded)), x)
+    first = _numpy(SpaceToDepth(2, data_format="channels_first")(x.transpose(0, 4, 1, 2, 3)))
+    np.testing.assert_array_equal(first.transpose(0, 2, 3, 4, 1), folded)
+    assert SpaceToDepth(2).compute_output_shape((None, None, 8, 6, 1)) == (None, None, 4, 3, 8)
+
+
 def test_output_shapes_with_unknown_sizes():
     assert SpaceToDepth(2).compute_output_shape((None, None, 16, 3)) == (None, None, 8, 12)
     assert DepthToSpace(2, data_format="channels_first").compute_output_shape(

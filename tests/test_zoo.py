@@ -90,8 +90,8 @@ def test_dil_defaults_to_symmetric_dilations():
 
 
 def test_unet_requires_a_multiple_of_eight():
-    assert required_multiple("unet") == 8
-    assert all(required_multiple(n) == 1 for n in MODEL_NAMES if n != "unet")
+    assert required_multiple("unet") == required_multiple("unet3d") == 8
+    assert all(required_multiple(n) == 1 for n in MODEL_NAMES if not n.startswith("unet"))
     with pytest.raises(UsageError, match=r"30 x 32 .* multiples of 8"):
         build_model("unet", num_classes=3, input_shape=(30, 32, 1))
     fixed = build_model("unet", num_classes=3, input_shape=(32, 48, 1), nK=[2])

@@ -76,7 +76,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--views", type=lambda t: [v.strip() for v in t.split(",") if v.strip()],
                        default=["axial"],
                        help="train one model per view, e.g. axial,coronal,sagittal; prediction "
-                       "averages them (default axial)")
+                       "averages them (default axial; a 3-D --model-type unet3d takes whole "
+                       "volumes: volume)")
     group.add_argument("--class-names", dest="class_names",
                        type=lambda t: [n.strip() for n in t.split(",")], default=None,
                        help="a name per label value in ascending order, e.g. "
@@ -89,8 +90,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--recipe", choices=list(RECIPES), default=None,
                        help="defaults for every model and training flag not given: workshop "
                        "(the workshop's, also the defaults with no recipe), default (accurate "
-                       "3-view U-Net in about 20 min on a CPU, recommended) or fast (one view, "
-                       "about 5 min)")
+                       "3-view U-Net in about 20 min on a CPU, recommended), fast (one view, "
+                       "about 5 min) or volume (a 3-D U-Net of whole scans in about 20 min, "
+                       "seconds per scan at prediction)")
     group.add_argument("--time-budget", dest="time_budget", type=float, default=None,
                        metavar="MINUTES",
                        help="stop training when this many minutes are spent (all views "

@@ -18,7 +18,8 @@ from nibabel.orientations import io_orientation
 from minc_keras.atomic import atomic_output
 from minc_keras.data.cache import CachedScan, SliceCache
 from minc_keras.data.dataset import SliceDataset
-from minc_keras.data.preprocess import from_canonical
+from minc_keras.data.patches import PatchDataset
+from minc_keras.data.preprocess import VOLUME_VIEW, from_canonical
 from minc_keras.errors import DatasetError, UsageError
 from minc_keras.inference import Segmenter, probabilities_to_classes
 from minc_keras.io import Volume, output_suffix, write_volume
@@ -145,8 +146,12 @@ def evaluate(target: str | Path, *, model_name: str = "model.keras", batch_size:
     loss = metric = seconds_per_volume = float("nan")
     metric_name = "categorical_accuracy"
     if test:
-        data = SliceDataset(cache, "test", view=info["view"], batch_size=batch_size,
-                            num_outputs=info["num_outputs"], multiple=info["multiple"])
+        if info["view"] == VOLUME_VIEW:  # whole test scans, one per batch
+            data = PatchDataset(cache, "test", patch_size=None,
+                                num_outputs=info["num_outputs"], multiple=info["multiple"])
+        else:
+            data = SliceDataset(cache, "test", view=info["view"], batch_size=batch_size,
+                                num_outputs=info["num_outputs"], multiple=info["multiple"])
         scores = model.evaluate(data, return_dict=True, verbose=0)
         loss = float(scores.get("loss", np.nan))
         metric_name = next((k for k in scores if k.endswith("accuracy")), metric_name)

@@ -1,11 +1,12 @@
-"""Segment a whole volume with a 2-D slice network: batch the slices, stitch the result."""
+"""Segment a whole volume: batch a slice network's slices and stitch them, or run a
+network of volumes over the whole scan."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from minc_keras.calibrate import apply_offsets
-from minc_keras.data.preprocess import VIEW_AXES, round_up
+from minc_keras.data.preprocess import VIEW_AXES, VOLUME_VIEW, round_up
 
 
 def predict_probabilities(model, volume: np.ndarray, *, view: str = "axial", multiple: int = 1,
@@ -19,8 +20,9 @@ def predict_probabilities(model, volume: np.ndarray, *, view: str = "axial", mul
         Maps (N, H, W, 1) slices to (N, H, W, C) probabilities.
     volume : ndarray of shape (X, Y, Z)
         Normalised intensities in RAS axis order (as in the cache).
-    view : {"axial", "coronal", "sagittal"}
-        The slicing view the model was trained on.
+    view : {"axial", "coronal", "sagittal", "volume"}
+        The slicing view the model was trained on; ``volume``: a network of whole
+        volumes, run once per pass over the whole scan (:func:`volume_probabilities`).
     multiple : int
         In-plane sizes are padded to a multiple of this for the network.
     batch_size : int
@@ -39,6 +41,8 @@ def predict_probabilities(model, volume: np.ndarray, *, view: str = "axial", mul
     ndarray of float32 of shape (X, Y, Z, C)
         ``C`` is 1 for a single sigmoid output (foreground probability).
     """
+    if view == VOLUME_VIEW:
+        return volume_probabilities(model, volume, multiple=multiple, shifts=shifts)
     axis = VIEW_AXES[view]
     if occupied is None:
         occupied = volume != 0
@@ -62,6 +66,36 @@ def predict_probabilities(model, volume: np.ndarray, *, view: str = "axial", mul
             total = total + np.asarray(model.predict_on_batch(batch))[:, rows, cols]
         out[ks] = total / shifts
     return np.moveaxis(out, 0, axis)
+
+
+def volume_probabilities(model, volume: np.ndarray, *, multiple: int = 1,
+                         shifts: int = 1) -> np.ndarray:
+    """Class probabilities of every voxel from a network of whole volumes.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Maps (1, X, Y, Z, 1) volumes to (1, X, Y, Z, C) probabilities.
+    volume : ndarray of shape (X, Y, Z)
+        Normalised intensities in RAS axis order.
+    multiple : int
+        Each side is zero-padded at its far end to a multiple of this.
+    shifts : int
+        Passes, averaged; pass ``k`` places the volume ``k`` voxels further along every
+        axis in the padded input, so a network that folds 2x2x2 blocks into channels sees
+        every voxel's neighbourhood on both sides of a block edge.
+
+    Returns
+    -------
+    ndarray of float32 of shape (X, Y, Z, C)
+    """
+    total = 0.0
+    for k in range(shifts):
+        padding = [(k, round_up(n + k, multiple) - n - k) for n in volume.shape]
+        batch = np.pad(np.asarray(volume, np.float32), padding)[None, ..., None]
+        out = np.asarray(model.predict_on_batch(batch))[0]
+        total = total + out[tuple(slice(k, k + n) for n in volume.shape)]
+    return np.asarray(total / shifts, np.float32)
 
 
 def probabilities_to_classes(probs: np.ndarray) -> np.ndarray:

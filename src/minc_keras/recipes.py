@@ -38,6 +38,13 @@ RECIPES: dict[str, dict[str, object]] = {
         "time_budget": 18.0, "schedule": "cosine", "augment": True,
         "augment_atrophy": True, "oversample_rare": False, "calibrate": True,
     },
+    "volume": {
+        "model_type": "unet3d", "nK": [16], "input_stride": 2, "refine_filters": 0,
+        "epochs": 1000, "batch_size": 2, "lr": 2e-3, "loss": "dice_ce", "pad": 3,
+        "views": ["volume"],
+        "time_budget": 18.0, "schedule": "cosine", "augment": True,
+        "augment_atrophy": True, "oversample_rare": False, "calibrate": True,
+    },
     "fast": {
         "model_type": "unet", "nK": [16], "input_stride": 2, "refine_filters": 0,
         "epochs": 1000, "batch_size": 8, "lr": 2e-3, "loss": "dice_wce", "pad": 3,

@@ -17,10 +17,11 @@ import numpy as np
 from minc_keras import __version__
 from minc_keras.atomic import atomic_output, write_text_atomic
 from minc_keras.calibrate import ATROPHY_VOXELS, Calibration, calibrate_model
-from minc_keras.data.augment import SliceAugmenter, darkest_class
+from minc_keras.data.augment import SliceAugmenter, VolumeAugmenter, darkest_class
 from minc_keras.data.cache import CROP_MARGIN, SliceCache
 from minc_keras.data.dataset import SliceDataset, slice_size
-from minc_keras.data.preprocess import VIEW_AXES
+from minc_keras.data.patches import PATCH_SIZE, PatchDataset
+from minc_keras.data.preprocess import VIEW_AXES, VOLUME_VIEW
 from minc_keras.errors import UsageError
 from minc_keras.evaluate import check_classes, load_trained
 from minc_keras.model_info import attach_info
@@ -30,6 +31,7 @@ from minc_keras.models import (
     get_loss,
     make_metrics,
     required_multiple,
+    spatial_dims,
 )
 from minc_keras.precision import accelerator, dtype_policy
 
@@ -110,14 +112,36 @@ class TrainResult:
 
 
 def check_views(views: list[str]) -> list[str]:
-    """Validate ``--views``: known names, no repeats."""
-    unknown = [v for v in views if v not in VIEW_AXES]
-    if unknown or not views or len(set(views)) != len(views):
+    """Validate ``--views``: known names, no repeats; ``volume`` stands alone."""
+    unknown = [v for v in views if v not in (*VIEW_AXES, VOLUME_VIEW)]
+    if unknown or not views or len(set(views)) != len(views) or \
+            (VOLUME_VIEW in views and len(views) > 1):
         raise UsageError(
             f"--views {','.join(views)} is not valid; give distinct views among "
-            f"{', '.join(VIEW_AXES)}, e.g. --views axial,coronal,sagittal"
+            f"{', '.join(VIEW_AXES)}, e.g. --views axial,coronal,sagittal (or --views "
+            f"{VOLUME_VIEW} alone, for --model-type unet3d)"
         )
     return list(views)
+
+
+def views_for_model(options: TrainOptions) -> TrainOptions:
+    """``options`` with the views its network takes: ``volume`` for a network of volumes.
+
+    A 3-D network given the default ``--views axial`` gets ``volume``; one given other
+    slicing views, or a 2-D network given ``volume``, is refused in one sentence.
+    """
+    volume = options.builder is None and spatial_dims(options.model_type) == 3
+    if volume and options.views in (["axial"], [VOLUME_VIEW]):
+        return replace(options, views=[VOLUME_VIEW])
+    if volume:
+        raise UsageError(
+            f"--model-type {options.model_type} segments whole volumes, not slices; leave out "
+            f"--views {','.join(options.views)} (or give --views {VOLUME_VIEW})")
+    if VOLUME_VIEW in options.views:
+        raise UsageError(
+            f"--views {VOLUME_VIEW} needs a network of volumes (--model-type unet3d), not "
+            f"{options.model_type}")
+    return options
 
 
 def num_outputs(num_classes: int, options: TrainOptions) -> int:
@@ -155,6 +179,7 @@ def build_network(cache: SliceCache, options: TrainOptions, view: str = "axial",
 def _build_network(cache: SliceCache, options: TrainOptions, view: str,
                    ensemble: list[str] | None) -> tuple[keras.Model, dict]:
     outputs = num_outputs(cache.num_classes, options)
+    volume = view == VOLUME_VIEW
     if options.builder is not None:
         core = options.builder((None, None, 1), outputs)
         multiple = max(2 ** options.pad, 1)
@@ -164,6 +189,7 @@ def _build_network(cache: SliceCache, options: TrainOptions, view: str,
                            activation_output=options.activation_output, nK=options.nK,
                            kernel_size=options.kernel_size, drop_out=options.drop_out,
                            n_dil=options.n_dil,
+                           input_shape=(None, None, None, 1) if volume else None,
                            input_stride=options.input_stride,
                            refine_filters=options.refine_filters)
         multiple = max(2 ** options.pad, required_multiple(options.model_type))
@@ -191,7 +217,9 @@ def _build_network(cache: SliceCache, options: TrainOptions, view: str,
         # a half-resolution network is run once more per slice, a pixel shifted, and the
         # two averaged: +0.003 ventricle Dice on the default recipe's folds 1-3
         "shift_passes": options.input_stride if options.builder is None else 1,
-        "slice_size": list(slice_size(cache, view, multiple)),
+        # a network of volumes sees whole scans, padded to its multiple, at prediction
+        **({"patch_size": PATCH_SIZE} if volume else
+           {"slice_size": list(slice_size(cache, view, multiple))}),
         "normalisation": {"method": "percentile", "low": 0.5, "high": 99.5, "clip": 1.5},
         "crop_margin": CROP_MARGIN, "voxel_sizes_mm": [float(v) for v in voxel],
         "source": cache.manifest.get("config", {}),
@@ -470,6 +498,7 @@ def train(target: str | Path, options: TrainOptions) -> TrainResult:
         options = resumed_options(target, options)
         _clean_temporaries(target / "model")
     check_views(options.views)
+    options = views_for_model(options)
     cache = SliceCache.open(target / "data")
     paths = view_paths(model_path(target, options), options.views)
     history_path = target / "model" / "history.json"
@@ -509,7 +538,8 @@ def _train_views(target: Path, cache: SliceCache, paths: list[Path],
     spent = 0.0  # training seconds of the views before this one, earlier runs included
     # what the training labels decide, looked at once for all views
     sampling = {} if options.make_model_only else {
-        "augment": _augmenter(cache, options), "repeat_class": _rare_class(cache, options)}
+        "augment": _augmenter(cache, options, volume=options.views == [VOLUME_VIEW]),
+        "repeat_class": _rare_class(cache, options)}
     for done, (view, path) in enumerate(zip(options.views, paths, strict=True)):
         last, state_path = checkpoint_paths(target, view, options.views)
         state = read_state(state_path) if options.resume else None
@@ -562,11 +592,13 @@ def _read_history(target: Path, view: str, views: list[str]) -> dict:
 ATROPHY_PROBABILITY = 0.3
 
 
-def _augmenter(cache: SliceCache, options: TrainOptions) -> SliceAugmenter | None:
-    """The training slices' augmentation that ``options`` ask for (``None``: none)."""
+def _augmenter(cache: SliceCache, options: TrainOptions, *, volume: bool = False
+               ) -> SliceAugmenter | VolumeAugmenter | None:
+    """The training slices' (or cubes') augmentation ``options`` ask for (``None``: none)."""
     if not (options.augment or options.augment_atrophy):
         return None
-    plain = SliceAugmenter() if options.augment else SliceAugmenter(probability=0.0)
+    kind = VolumeAugmenter if volume else SliceAugmenter
+    plain = kind() if options.augment else kind(probability=0.0, flip=0.0)
     rows = cache.by_category("train")[:4]  # a few scans tell which class is darkest
     if not (options.augment_atrophy and rows):
         return plain
@@ -580,15 +612,18 @@ def _augmenter(cache: SliceCache, options: TrainOptions) -> SliceAugmenter | Non
                  "background, so there is no darker tissue class to enlarge")
         return plain
     log.info("atrophy augmentation: class %d (label %d, the darkest) enlarged in %d %% of "
-             "the training slices", target, cache.class_values[target],
-             round(100 * ATROPHY_PROBABILITY))
+             "the training %s", target, cache.class_values[target],
+             round(100 * ATROPHY_PROBABILITY), "cubes" if volume else "slices")
     return replace(plain, atrophy=ATROPHY_PROBABILITY, atrophy_class=target)
 
 
 def _rare_class(cache: SliceCache, options: TrainOptions) -> int | None:
-    """The class whose slices ``--oversample-rare`` repeats (``None``: repeat none)."""
+    """The class whose slices ``--oversample-rare`` repeats (``None``: repeat none).
+
+    A network of volumes always centres a share of its training cubes near this class.
+    """
     rows = cache.by_category("train")
-    if not (options.oversample_rare and rows):
+    if not ((options.oversample_rare or options.views == [VOLUME_VIEW]) and rows):
         return None
     sample = (slice(None, None, 2),) * 3
     counts = sum(np.bincount(cache.classes(np.asarray(cache.label(i)[sample])).ravel(),
@@ -599,8 +634,11 @@ def _rare_class(cache: SliceCache, options: TrainOptions) -> int | None:
         log.info("no slices oversampled: the labels have one class besides the background")
         return None
     rare = min(present, key=lambda c: counts[c])
-    log.info("slices holding class %d (label %d, %.1f %% of the labelled voxels) shown twice "
-             "per epoch", rare, cache.class_values[rare],
+    what = ("a third of the training cubes centred near class %d" if options.views == [VOLUME_VIEW]
+            else "slices holding class %d")
+    log.info(what + " (label %d, %.1f %% of the labelled voxels)"
+             + ("" if options.views == [VOLUME_VIEW] else " shown twice per epoch"),
+             rare, cache.class_values[rare],
              100 * counts[rare] / sum(counts[c] for c in present))
     return rare
 
@@ -617,25 +655,33 @@ def _fit(model: keras.Model, info: dict, cache: SliceCache, options: TrainOption
     those of the interrupted run. ``augment`` and ``repeat_class`` are the training slices'
     augmentation and oversampled class (:func:`_augmenter`, :func:`_rare_class`).
     """
-    common = {"view": view, "batch_size": options.batch_size,
-              "num_outputs": info["num_outputs"], "multiple": info["multiple"]}
-    # every training step sees a full batch (the slices left over change each epoch);
-    # with several devices validation batches must split evenly too
-    train_data = SliceDataset(cache, "train", shuffle=True, seed=options.seed, augment=augment,
-                              drop_remainder=True, repeat_class=repeat_class,
-                              **common)
-    if len(train_data) == 0 and options.devices == 1:  # fewer slices than one batch
-        train_data.drop_remainder = False
-    validate_data = SliceDataset(cache, "validate", drop_remainder=options.devices > 1,
-                                 **common)
+    if view == VOLUME_VIEW:  # random cubes for training, whole scans for validation
+        common = {"batch_size": options.batch_size, "num_outputs": info["num_outputs"],
+                  "multiple": info["multiple"]}
+        train_data = PatchDataset(cache, "train", seed=options.seed, augment=augment,
+                                  rare_class=repeat_class, **common)
+        validate_data = PatchDataset(cache, "validate", patch_size=None, **common)
+    else:
+        common = {"view": view, "batch_size": options.batch_size,
+                  "num_outputs": info["num_outputs"], "multiple": info["multiple"]}
+        # every training step sees a full batch (the slices left over change each epoch);
+        # with several devices validation batches must split evenly too
+        train_data = SliceDataset(cache, "train", shuffle=True, seed=options.seed,
+                                  augment=augment, drop_remainder=True,
+                                  repeat_class=repeat_class, **common)
+        if len(train_data) == 0 and options.devices == 1:  # fewer slices than one batch
+            train_data.drop_remainder = False
+        validate_data = SliceDataset(cache, "validate", drop_remainder=options.devices > 1,
+                                     **common)
     if len(train_data) == 0:
         raise UsageError(f"the training split in {target / 'data'} holds no slices to learn from"
                          if train_data.num_slices == 0 else
                          f"the training split in {target / 'data'} holds fewer slices "
                          f"({train_data.num_slices}) than one batch; lower --batch-size")
-    log.info("training %s, %s view (%d parameters) on %d slices, validating on %d, on %s",
-             options.model_type, view, model.count_params(), train_data.num_slices,
-             validate_data.num_slices, accelerator() or "the CPU")
+    unit = ("cubes per epoch", "scans") if view == VOLUME_VIEW else ("slices", "slices")
+    log.info("training %s, %s view (%d parameters) on %d %s, validating on %d %s, on %s",
+             options.model_type, view, model.count_params(), train_data.num_slices, unit[0],
+             validate_data.num_slices, unit[1], accelerator() or "the CPU")
     last, _ = checkpoint_paths(target, view, options.views)
     suffix = "" if view == options.views[0] else f"_{view}"
     history = {}

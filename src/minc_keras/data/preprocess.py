@@ -12,6 +12,9 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 #: The three slicing views and the canonical (RAS) array axis each one slices along.
 VIEW_AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
 
+#: The "view" of a network of whole volumes (``--model-type unet3d``): no slicing.
+VOLUME_VIEW = "volume"
+
 _RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
 
 

@@ -31,6 +31,7 @@ from minc_keras.models.zoo import (
     describe_models,
     register_model,
     required_multiple,
+    spatial_dims,
     symmetric_dilations,
     unregister_model,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "make_metrics",
     "register_model",
     "required_multiple",
+    "spatial_dims",
     "symmetric_dilations",
     "unet_multiple",
     "unregister_model",

@@ -2,6 +2,8 @@
 
 :class:`SpaceToDepth` turns each ``block x block`` square of pixels into ``block ** 2``
 channels of one pixel (no information is lost); :class:`DepthToSpace` is its inverse.
+Both take 2-D slices ``(N, H, W, C)`` and 3-D volumes ``(N, X, Y, Z, C)`` alike (a 3-D
+block of ``block ** 3`` voxels).
 A U-Net that starts with ``SpaceToDepth(2)`` and ends with ``DepthToSpace(2)`` runs every
 level at half the resolution and still predicts each pixel of the slice, from the
 features of its 2 x 2 block. On a CPU that is where the time goes: the full-resolution
@@ -39,8 +41,9 @@ class _BlockLayer(keras.layers.Layer):
         rearrange = _fold if self.folds else _unfold
         if self.data_format == "channels_first":
             return rearrange(inputs, self.block)
-        x = rearrange(ops.transpose(inputs, (0, 3, 1, 2)), self.block)
-        return ops.transpose(x, (0, 2, 3, 1))
+        rank = len(inputs.shape)
+        x = rearrange(ops.transpose(inputs, (0, rank - 1, *range(1, rank - 1))), self.block)
+        return ops.transpose(x, (0, *range(2, rank), 1))
 
     def compute_output_shape(self, input_shape):
         """Spatial sizes divided (folding) or multiplied by ``block``; channels the reverse."""
@@ -56,10 +59,12 @@ class _BlockLayer(keras.layers.Layer):
 class SpaceToDepth(_BlockLayer):
     """``(N, H, W, C) -> (N, H/b, W/b, C*b*b)``: each b x b block becomes channels.
 
+    A volume ``(N, X, Y, Z, C)`` becomes ``(N, X/b, Y/b, Z/b, C*b**3)`` likewise.
+
     Parameters
     ----------
     block : int
-        Side of the folded block; height and width must be multiples of it.
+        Side of the folded block; every spatial size must be a multiple of it.
     data_format : {"channels_last", "channels_first"}
         Layout of the input (and output): ``(N, H, W, C)`` or ``(N, C, H, W)``.
 
@@ -90,31 +95,36 @@ class DepthToSpace(_BlockLayer):
 
 
 def _fold(x, b: int):
-    """Fold the b x b blocks of ``(N, C, H, W)`` features into channels."""
-    _, c, h, w = ops.shape(x)
-    x = ops.reshape(x, (-1, c, h // b, b, w // b, b))
-    x = ops.transpose(x, (0, 1, 3, 5, 2, 4))  # (N, C, b, b, H/b, W/b): torch's order
-    return ops.reshape(x, (-1, c * b * b, h // b, w // b))
+    """Fold the blocks of ``(N, C, *spatial)`` features (2 or 3 spatial axes) into channels."""
+    _, c, *spatial = ops.shape(x)
+    n = len(spatial)
+    x = ops.reshape(x, (-1, c, *[v for size in spatial for v in (size // b, b)]))
+    # (N, C, b, b[, b], H/b, W/b[, D/b]): torch's pixel_unshuffle order in 2-D
+    x = ops.transpose(x, (0, 1, *range(3, 2 + 2 * n, 2), *range(2, 2 + 2 * n, 2)))
+    return ops.reshape(x, (-1, c * b**n, *[size // b for size in spatial]))
 
 
 def _unfold(x, b: int):
-    """Unfold the channels of ``(N, C*b*b, H, W)`` features into b x b blocks of pixels."""
-    _, cbb, h, w = ops.shape(x)
-    c = cbb // (b * b)
-    x = ops.reshape(x, (-1, c, b, b, h, w))
-    x = ops.transpose(x, (0, 1, 4, 2, 5, 3))  # (N, C, H, b, W, b)
-    return ops.reshape(x, (-1, c, h * b, w * b))
+    """Unfold the channels of ``(N, C*b**n, *spatial)`` features into blocks of pixels."""
+    _, cb, *spatial = ops.shape(x)
+    n = len(spatial)
+    c = cb // b**n
+    x = ops.reshape(x, (-1, c, *[b] * n, *spatial))
+    # (N, C, H, b, W, b[, D, b])
+    x = ops.transpose(x, (0, 1, *[a for i in range(n) for a in (2 + n + i, 2 + i)]))
+    return ops.reshape(x, (-1, c, *[size * b for size in spatial]))
 
 
 def _resized(shape, data_format: str, factor: float) -> tuple:
-    """``shape`` with its spatial sizes times ``factor`` and channels divided by its square."""
+    """``shape`` with its spatial sizes times ``factor``, channels divided by the block volume."""
     n, *rest = shape
     if data_format == "channels_first":
-        c, h, w = rest
+        c, *spatial = rest
     else:
-        h, w, c = rest
-    h, w, c = _times(h, factor), _times(w, factor), _times(c, 1 / factor**2)
-    return (n, c, h, w) if data_format == "channels_first" else (n, h, w, c)
+        *spatial, c = rest
+    c = _times(c, 1 / factor ** len(spatial))
+    spatial = [_times(size, factor) for size in spatial]
+    return (n, c, *spatial) if data_format == "channels_first" else (n, *spatial, c)
 
 
 def _times(size: int | None, factor: float) -> int | None:

@@ -1,7 +1,8 @@
-"""A 2-D U-Net for slice segmentation, written with ``keras`` and ``keras.ops`` only.
+"""A U-Net for slices (2-D) or volumes (3-D), written with ``keras`` and ``keras.ops`` only.
 
 The encoder halves the slice ``depth - 1`` times, so the network's input height and
-width must be multiples of ``2 ** (depth - 1)`` (8 for the default depth of 4).
+width (and depth, for a volume) must be multiples of ``2 ** (depth - 1)`` (8 for the
+default depth of 4).
 :class:`SpatialMultiple`, the first layer of the network, checks this and raises one
 clear sentence instead of a shape mismatch deep inside a ``Concatenate``.
 """
@@ -55,7 +56,8 @@ class SpatialMultiple(keras.layers.Layer):
     Parameters
     ----------
     multiple : int
-        Required divisor of the height and width of ``(N, H, W, C)`` inputs.
+        Required divisor of the height and width of ``(N, H, W, C)`` inputs (and of the
+        three sides of ``(N, X, Y, Z, C)`` volumes).
     """
 
     def __init__(self, multiple: int, **kwargs) -> None:
@@ -63,13 +65,14 @@ class SpatialMultiple(keras.layers.Layer):
         self.multiple = int(multiple)
 
     def check_shape(self, shape: Sequence) -> None:
-        """Raise UsageError if a known height or width of ``(N, H, W, C)`` is not a multiple."""
-        height, width = shape[1], shape[2]
-        sizes = [s for s in (height, width) if isinstance(s, int)]
-        if any(s % self.multiple for s in sizes):
+        """Raise UsageError if a known spatial size of ``(N, ..., C)`` is not a multiple."""
+        spatial = list(shape[1:-1])
+        if any(isinstance(s, int) and s % self.multiple for s in spatial):
+            kind = "slices" if len(spatial) == 2 else "volumes"
+            sides = "height and width" if len(spatial) == 2 else "all three sides"
             raise UsageError(
-                f"U-Net input slices are {height} x {width} pixels, but height and width "
-                f"must be multiples of {self.multiple}; pad the slices to a multiple of "
+                f"U-Net input {kind} are {' x '.join(map(str, spatial))} pixels, but {sides} "
+                f"must be multiples of {self.multiple}; pad them to a multiple of "
                 f"{self.multiple} (minc-keras does this with --pad)"
             )
 
@@ -99,10 +102,20 @@ def channels_first_inside() -> bool:
     return keras.config.backend() == "torch"
 
 
+def _layers(dims: int) -> dict:
+    """The Keras layer classes of a ``dims``-dimensional U-Net (2 or 3)."""
+    if dims == 2:
+        return {"conv": keras.layers.Conv2D, "pool": keras.layers.MaxPooling2D,
+                "up": keras.layers.Conv2DTranspose}
+    return {"conv": keras.layers.Conv3D, "pool": keras.layers.MaxPooling3D,
+            "up": keras.layers.Conv3DTranspose}
+
+
 def _conv_block(x, filters: int, kernel_size: int, activation, name: str, data_format: str):
-    """Two Conv2D (no bias) -> BatchNormalization -> activation units."""
+    """Two convolution (no bias) -> BatchNormalization -> activation units."""
+    conv = _layers(len(x.shape) - 2)["conv"]
     for i in (1, 2):
-        x = keras.layers.Conv2D(
+        x = conv(
             filters, kernel_size, padding="same", use_bias=False, data_format=data_format,
             name=f"{name}_conv{i}"
         )(x)
@@ -116,15 +129,15 @@ def _conv_block(x, filters: int, kernel_size: int, activation, name: str, data_f
 def _refinement(scores, image, filters: int, activation, data_format: str):
     """``scores`` plus a correction computed at full resolution from them and ``image``."""
     axis = 1 if data_format == "channels_first" else -1
+    conv = _layers(len(scores.shape) - 2)["conv"]
     x = keras.layers.Concatenate(axis=axis, name="refine_inputs")([scores, image])
-    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
-                            data_format=data_format, name="refine_conv")(x)
+    x = conv(filters, 3, padding="same", use_bias=False, data_format=data_format,
+             name="refine_conv")(x)
     x = FusedBatchNormalization(axis=axis, momentum=0.9, name="refine_bn")(x)
     x = keras.layers.Activation(activation, name="refine_act")(x)
     # zero at the start: training begins from the U-Net's own scores
-    correction = keras.layers.Conv2D(scores.shape[axis], 1, data_format=data_format,
-                                     kernel_initializer="zeros", name="refine_output",
-                                     dtype="float32")(x)
+    correction = conv(scores.shape[axis], 1, data_format=data_format,
+                      kernel_initializer="zeros", name="refine_output", dtype="float32")(x)
     return keras.layers.Add(name="refined", dtype="float32")([scores, correction])
 
 
@@ -145,7 +158,11 @@ def build_unet(
     name: str = "unet",
     **ignored,
 ) -> keras.Model:
-    """A 2-D U-Net: encoder-decoder with skip connections.
+    """A U-Net: encoder-decoder with skip connections, for slices or volumes.
+
+    The input shape decides: ``(H, W, C)`` builds a 2-D network of slices, ``(X, Y, Z, C)``
+    a 3-D one of volumes (Conv3D, 3-D pooling and transposed convolutions, 2x2x2 blocks
+    folded into channels with ``input_stride`` 2).
 
     Each level holds two Conv-BatchNorm-activation units; the encoder max-pools by 2
     between levels and the decoder upsamples by 2 (a 2x2 stride-2 transposed
@@ -167,9 +184,9 @@ def build_unet(
 
     Parameters
     ----------
-    input_shape : tuple of (int or None, int or None, int)
-        ``(H, W, C)`` of one slice; ``(None, None, 1)`` accepts any size that is a
-        multiple of :func:`unet_multiple`.
+    input_shape : tuple of int or None
+        ``(H, W, C)`` of one slice or ``(X, Y, Z, C)`` of one volume; ``(None, None, 1)``
+        accepts slices of any size that is a multiple of :func:`unet_multiple`.
     num_classes : int
         Output channels.
     activation_hidden, activation_output : str
@@ -185,7 +202,7 @@ def build_unet(
     depth : int
         Resolution levels, at least 2 (default 4: 3 poolings).
     upsampling : {"transpose", "bilinear"}
-        Decoder upsampling.
+        Decoder upsampling (``bilinear``: slices only).
     input_stride : int
         1 (default): the top level sees the slice at full resolution; 2 or more: at
         1/``input_stride`` of it, as described above.
@@ -202,8 +219,15 @@ def build_unet(
     Returns
     -------
     keras.Model
-        Maps ``(N, H, W, C)`` to ``(N, H, W, num_classes)``.
+        Maps ``(N, H, W, C)`` to ``(N, H, W, num_classes)`` (volumes likewise).
     """
+    dims = len(input_shape) - 1
+    if dims not in (2, 3):
+        raise UsageError(f"a U-Net takes slices (H, W, C) or volumes (X, Y, Z, C), "
+                         f"got input_shape {tuple(input_shape)!r}")
+    if upsampling == "bilinear" and dims == 3:
+        raise UsageError("bilinear upsampling is for slices; a 3-D U-Net uses 'transpose'")
+    layer = _layers(dims)
     if depth < 2:
         raise UsageError(f"a U-Net needs depth >= 2 resolution levels, got depth={depth}")
     if upsampling not in _UPSAMPLING:
@@ -228,7 +252,7 @@ def build_unet(
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = check(inputs)
     if channels_first:
-        x = keras.layers.Permute((3, 1, 2), name="to_channels_first")(x)
+        x = keras.layers.Permute((dims + 1, *range(1, dims + 1)), name="to_channels_first")(x)
     image = x  # the slice at full resolution, for the refinement head
     if stride > 1:
         x = SpaceToDepth(stride, data_format=layout, name="space_to_depth")(x)
@@ -238,13 +262,13 @@ def build_unet(
                         layout)
         if level < depth - 1:
             skips.append(x)
-            x = keras.layers.MaxPooling2D(2, data_format=layout, name=f"pool{level}")(x)
+            x = layer["pool"](2, data_format=layout, name=f"pool{level}")(x)
     if drop_out:
         x = keras.layers.Dropout(drop_out, name="bottleneck_dropout")(x)
     for level in reversed(range(depth - 1)):
         filters = filters_per_level[level]
         if upsampling == "transpose":
-            x = keras.layers.Conv2DTranspose(
+            x = layer["up"](
                 filters, 2, strides=2, padding="same", data_format=layout, name=f"up{level}"
             )(x)
         else:
@@ -257,17 +281,18 @@ def build_unet(
         x = _conv_block(x, filters, kernel, activation_hidden, f"dec{level}", layout)
     # the output in float32 (softmax under bfloat16), over the last (channel) axis
     if not channels_first and stride == 1 and not refine_filters:
-        outputs = keras.layers.Conv2D(num_classes, 1, activation=activation_output,
-                                      name="output", dtype="float32")(x)
+        outputs = layer["conv"](num_classes, 1, activation=activation_output,
+                                name="output", dtype="float32")(x)
         return keras.Model(inputs, outputs, name=name)
-    x = keras.layers.Conv2D(num_classes * stride**2, 1, data_format=layout, name="output",
-                            dtype="float32")(x)
+    x = layer["conv"](num_classes * stride**dims, 1, data_format=layout, name="output",
+                      dtype="float32")(x)
     if stride > 1:  # each pixel of a block gets its own class scores
         x = DepthToSpace(stride, data_format=layout, name="depth_to_space", dtype="float32")(x)
     if refine_filters:
         x = _refinement(x, image, int(refine_filters), activation_hidden, layout)
     if channels_first:
-        x = keras.layers.Permute((2, 3, 1), name="to_channels_last", dtype="float32")(x)
+        x = keras.layers.Permute((*range(2, dims + 2), 1), name="to_channels_last",
+                                 dtype="float32")(x)
     outputs = keras.layers.Activation(activation_output, name="probabilities",
                                       dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)

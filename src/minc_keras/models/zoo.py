@@ -1,7 +1,8 @@
-"""The model zoo: the workshop's networks, a dilated stack and a U-Net, by name.
+"""The model zoo: the workshop's networks, a dilated stack and U-Nets, by name.
 
 Every network is fully convolutional, ``(N, H, W, 1) -> (N, H, W, num_classes)``, so one
-model segments slices of any size (the U-Net: any multiple of 8). Names map to builders
+model segments slices of any size (the U-Net: any multiple of 8); ``unet3d`` takes whole
+volumes ``(N, X, Y, Z, 1)`` instead of slices. Names map to builders
 in one registry; :func:`register_model` adds a user's own next to the built-ins.
 
 The workshop's parameter counts (``num_classes=3``) are reproduced exactly:
@@ -65,6 +66,7 @@ class _Entry:
     multiple: int
     description: str
     builtin: bool
+    dims: int = 2
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -284,11 +286,24 @@ def required_multiple(name: str) -> int:
     return _entry(name).multiple
 
 
+def spatial_dims(name: str) -> int:
+    """2 for a network of slices, 3 for one of volumes (``unet3d``).
+
+    >>> spatial_dims("unet"), spatial_dims("unet3d")
+    (2, 3)
+    """
+    return _entry(name).dims
+
+
+#: The built-in U-Nets, which take ``input_stride`` and ``refine_filters``.
+_UNETS = ("unet", "unet3d")
+
+
 def build_model(
     name: str,
     *,
     num_classes: int,
-    input_shape: Sequence[int | None] = (None, None, 1),
+    input_shape: Sequence[int | None] | None = None,
     activation_hidden: str = "relu",
     activation_output: str = "softmax",
     nK: Sequence[int] | None = None,
@@ -308,8 +323,9 @@ def build_model(
     num_classes : int
         Output channels: the number of classes, or 1 for a binary target with
         ``activation_output="sigmoid"``.
-    input_shape : tuple of (int or None, int or None, int)
-        ``(H, W, C)`` of one slice; ``None`` for any size.
+    input_shape : tuple of int or None, optional
+        ``(H, W, C)`` of one slice (``(X, Y, Z, C)`` of a volume for ``unet3d``), ``None``
+        for any size; default any size, one channel.
     activation_hidden, activation_output : str
         Keras activation names (``relu``, ``elu``, ``softmax``, ``sigmoid``, ...).
     nK : sequence of int, optional
@@ -339,13 +355,15 @@ def build_model(
         For an unknown name or an option outside its range.
     """
     entry = _entry(name)
+    if input_shape is None:
+        input_shape = (None,) * entry.dims + (1,)
     activations = {"activation_hidden": activation_hidden, "activation_output": activation_output}
     shape, options = _checked_options(
-        num_classes, input_shape, activations, nK, kernel_size, drop_out, n_dil
+        num_classes, input_shape, activations, nK, kernel_size, drop_out, n_dil, entry.dims
     )
     check_input_stride(name, input_stride)
     check_refine_filters(name, refine_filters)
-    if name == "unet":
+    if name in _UNETS:
         options["input_stride"] = input_stride or 1
         options["refine_filters"] = refine_filters or 0
     elif not entry.builtin:  # the defaults (stride 1, no head) are every model's
@@ -367,12 +385,12 @@ def build_model(
 def check_input_stride(name: str, input_stride: int | None) -> None:
     """Raise UsageError unless ``input_stride`` is a positive integer that model ``name`` takes.
 
-    Built-in models other than ``unet`` take only the default (``None`` or 1).
+    Built-in models other than the U-Nets take only the default (``None`` or 1).
     """
     entry = _entry(name)
     if input_stride is not None and (not _is_int(input_stride) or input_stride < 1):
         raise UsageError(f"input_stride must be a positive integer, got {input_stride!r}")
-    if entry.builtin and name != "unet" and input_stride not in (None, 1):
+    if entry.builtin and name not in _UNETS and input_stride not in (None, 1):
         raise UsageError(f"input_stride (--input-stride) applies to the U-Net "
                          f"(--model-type unet), not to {name}")
 
@@ -380,24 +398,26 @@ def check_input_stride(name: str, input_stride: int | None) -> None:
 def check_refine_filters(name: str, refine_filters: int | None) -> None:
     """Raise UsageError unless ``refine_filters`` is an integer >= 0 that model ``name`` takes.
 
-    Built-in models other than ``unet`` take only the default (``None`` or 0).
+    Built-in models other than the U-Nets take only the default (``None`` or 0).
     """
     entry = _entry(name)
     if refine_filters is not None and (not _is_int(refine_filters) or refine_filters < 0):
         raise UsageError(f"refine_filters must be an integer >= 0, got {refine_filters!r}")
-    if entry.builtin and name != "unet" and refine_filters:
+    if entry.builtin and name not in _UNETS and refine_filters:
         raise UsageError(f"refine_filters (--refine-filters) applies to the U-Net "
                          f"(--model-type unet), not to {name}")
 
 
-def _checked_options(num_classes, input_shape, activations, nK, kernel_size, drop_out, n_dil):
+def _checked_options(num_classes, input_shape, activations, nK, kernel_size, drop_out, n_dil,
+                     dims: int = 2):
     """Validate ``build_model``'s options; one UsageError sentence per mistake."""
     if not _is_int(num_classes) or num_classes < 1:
         raise UsageError(f"num_classes must be a positive integer, got {num_classes!r}")
     shape = tuple(input_shape)
-    if len(shape) != 3 or not all(s is None or (_is_int(s) and s > 0) for s in shape):
+    if len(shape) != dims + 1 or not all(s is None or (_is_int(s) and s > 0) for s in shape):
+        sides = "height, width" if dims == 2 else "x, y, z"
         raise UsageError(
-            f"input_shape must be (height, width, channels) with positive sizes or None, "
+            f"input_shape must be ({sides}, channels) with positive sizes or None, "
             f"got {input_shape!r}"
         )
     for label, value in activations.items():
@@ -490,6 +510,11 @@ def _register_builtins() -> None:
         f"transposed-conv decoder; H, W multiples of {multiple}"
     )
     _REGISTRY["unet"] = _Entry(build_unet, multiple, text, builtin=True)
+    text = (
+        f"3-D U-Net of whole volumes, {UNET_DEPTH} levels [{levels}], 2 x (Conv3D-BN-ReLU) "
+        f"per level; sides multiples of {multiple} (x the input stride)"
+    )
+    _REGISTRY["unet3d"] = _Entry(build_unet, multiple, text, builtin=True, dims=3)
 
 
 _register_builtins()
