@@ -74,17 +74,21 @@ class SliceAugmenter:
         """Augment a batch: images ``(N, H, W, 1)`` float, classes ``(N, H, W)`` int."""
         images = np.array(images, dtype=np.float32, copy=True)
         classes = np.array(classes, copy=True)
-        atrophy = self.atrophy if self.atrophy_class is not None else 0.0
         for i in range(len(images)):
-            if atrophy and rng.random() < atrophy:
-                images[i, ..., 0], classes[i] = expand_class(
-                    images[i, ..., 0], classes[i], self.atrophy_class,
-                    rng.uniform(1.0, self.atrophy_voxels))
+            images[i, ..., 0], classes[i] = self.atrophied(images[i, ..., 0], classes[i], rng)
             if rng.random() >= self.probability:
                 continue
             images[i, ..., 0], classes[i] = self.geometry(images[i, ..., 0], classes[i], rng)
             images[i, ..., 0] = self.intensity(images[i, ..., 0], rng)
         return images, classes
+
+    def atrophied(self, image: np.ndarray, labels: np.ndarray,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """With probability ``atrophy``, ``atrophy_class`` grown by 1 to ``atrophy_voxels``."""
+        if self.atrophy_class is None or not self.atrophy or rng.random() >= self.atrophy:
+            return image, labels
+        return expand_class(image, labels, self.atrophy_class,
+                            rng.uniform(1.0, self.atrophy_voxels))
 
     def geometry(self, image: np.ndarray, labels: np.ndarray,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -115,11 +119,14 @@ class SliceAugmenter:
             out += rng.normal(0, rng.uniform(0, self.noise), image.shape)
         return np.where(head, out, 0).astype(np.float32)
 
-    def _bias_field(self, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-        """``exp`` of a random bilinear-plus-quadratic surface with peak ``+-bias``."""
-        y, x = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]),
-                           indexing="ij")
-        terms = np.stack([x, y, x * y, x**2 - 0.5, y**2 - 0.5])
+    def _bias_field(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        """``exp`` of a random linear-plus-quadratic field (2-D or 3-D) with peak ``+-bias``.
+
+        Terms: each coordinate (last axis first), the products of pairs, the squares.
+        """
+        axes = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")[::-1]
+        pairs = [a * b for k, a in enumerate(axes) for b in axes[k + 1:]]
+        terms = np.stack([*axes, *pairs, *[a**2 - 0.5 for a in axes]])
         surface = np.tensordot(rng.uniform(-1, 1, len(terms)), terms, axes=1)
         surface *= np.log1p(self.bias) / max(np.abs(surface).max(), 1e-6)
         return np.exp(surface)
@@ -197,18 +204,15 @@ def darkest_class(images: np.ndarray, classes: np.ndarray) -> int | None:
 
 
 @dataclass(frozen=True)
-class VolumeAugmenter:
+class VolumeAugmenter(SliceAugmenter):
     """Callable ``(images, classes, rng) -> (images, classes)`` for 3-D training cubes.
 
     The changes of :class:`SliceAugmenter` that a network of volumes needs, in 3-D:
-    left-right mirroring (the first, RAS x, axis), gamma, a smooth multiplicative bias
-    field, noise and, on request, enlarged ventricles (:func:`expand_class`). No rotation
-    or scaling: resampling a 96^3 cube costs about as much as a training step.
-
-    Parameters
-    ----------
-    flip, gamma, bias, noise, probability, atrophy, atrophy_class, atrophy_voxels
-        As for :class:`SliceAugmenter`.
+    left-right mirroring (along the first, RAS x, axis; with probability ``flip``, apart
+    from ``probability``), gamma, a smooth multiplicative bias field, noise and, on
+    request, enlarged ventricles (:func:`expand_class`). No rotation or scaling
+    (``rotate_deg`` and ``scale`` are unused): resampling a 96^3 cube costs about as much
+    as a training step.
 
     Examples
     --------
@@ -220,50 +224,18 @@ class VolumeAugmenter:
     ((2, 8, 8, 8, 1), (2, 8, 8, 8), True)
     """
 
-    flip: float = 0.5
-    gamma: float = 0.3
-    bias: float = 0.2
-    noise: float = 0.03
-    probability: float = 0.8
-    atrophy: float = 0.0
-    atrophy_class: int | None = None
-    atrophy_voxels: float = 6.0
+    rotate_deg: float = 0.0
+    scale: float = 0.0
 
     def __call__(self, images: np.ndarray, classes: np.ndarray,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Augment a batch: images ``(N, X, Y, Z, 1)`` float, classes ``(N, X, Y, Z)`` int."""
         images = np.array(images, dtype=np.float32, copy=True)
         classes = np.array(classes, copy=True)
-        atrophy = self.atrophy if self.atrophy_class is not None else 0.0
         for i in range(len(images)):
-            if atrophy and rng.random() < atrophy:
-                images[i, ..., 0], classes[i] = expand_class(
-                    images[i, ..., 0], classes[i], self.atrophy_class,
-                    rng.uniform(1.0, self.atrophy_voxels))
+            images[i, ..., 0], classes[i] = self.atrophied(images[i, ..., 0], classes[i], rng)
             if rng.random() < self.flip:
                 images[i], classes[i] = images[i, ::-1].copy(), classes[i, ::-1].copy()
             if rng.random() < self.probability:
                 images[i, ..., 0] = self.intensity(images[i, ..., 0], rng)
         return images, classes
-
-    def intensity(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Gamma, a smooth bias field and noise, inside the head only (background stays 0)."""
-        head = image > 0
-        if not head.any():
-            return image
-        out = np.clip(image, 0, None) ** np.exp(rng.uniform(-self.gamma, self.gamma))
-        if self.bias:
-            out *= self._bias_field(image.shape, rng)
-        if self.noise:
-            out += rng.normal(0, rng.uniform(0, self.noise), image.shape)
-        return np.where(head, out, 0).astype(np.float32)
-
-    def _bias_field(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-        """``exp`` of a random linear-plus-quadratic field with peak ``+-bias``."""
-        axes = np.ogrid[tuple(slice(-1, 1, complex(0, n)) for n in shape)]
-        terms = [*axes, *[a * b for k, a in enumerate(axes) for b in axes[k + 1:]],
-                 *[a**2 - 0.5 for a in axes]]
-        surface = sum(w * t for w, t in zip(rng.uniform(-1, 1, len(terms)), terms, strict=True))
-        surface = np.broadcast_to(surface, shape)
-        surface = surface * (np.log1p(self.bias) / max(float(np.abs(surface).max()), 1e-6))
-        return np.exp(surface).astype(np.float32)
