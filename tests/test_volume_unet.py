@@ -1,4 +1,4 @@
-"""The 3-D U-Net of whole volumes (``--model-type unet3d``, ``--recipe volume``)."""
+"""The 3-D U-Net of whole volumes (``--model-type unet3d --views volume``)."""
 
 import keras
 import nibabel as nib
@@ -99,12 +99,15 @@ def test_volume_augmenter_mirrors_left_right_and_keeps_the_background_zero():
     assert np.all(out[0, 5:, 2:6, 2:6] > 0)
 
 
-def test_recipe_volume_trains_calibrates_and_predicts_in_the_scans_grid(tmp_path):
+def test_unet3d_trains_calibrates_and_predicts_in_the_scans_grid(tmp_path):
     source = write_dataset(tmp_path / "source", n_subjects=5, fmt="nii")
     target = tmp_path / "run"
+    # the command of benchmarks/README.md's 3-D rows, with a tiny network and budget
     assert main(["--source", str(source), "--target", str(target), "--input-str", "T1w_anat",
-                 "--label-str", "seg", "--ratios", "0.6", "0.2", "--recipe", "volume",
-                 "--nK", "4", "--time-budget", "0.1", "--predict", "1", "--quiet"]) == 0
+                 "--label-str", "seg", "--ratios", "0.6", "0.2", "--recipe", "default",
+                 "--model-type", "unet3d", "--views", "volume", "--batch-size", "2",
+                 "--loss", "dice_ce", "--nK", "4", "--time-budget", "0.1", "--predict", "1",
+                 "--quiet"]) == 0
     _, info = load_trained(target / "model" / "model.keras")
     assert info["view"] == "volume"
     assert info["model_type"] == "unet3d"
@@ -119,6 +122,7 @@ def test_recipe_volume_trains_calibrates_and_predicts_in_the_scans_grid(tmp_path
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--model-type", "unet3d", "--views", "coronal"], "segments whole volumes"),
+    (["--recipe", "default", "--model-type", "unet3d"], "give --views volume"),
     (["--model-type", "unet", "--views", "volume"], "needs a network of volumes"),
     (["--views", "volume,axial"], "is not valid"),
 ])

@@ -90,9 +90,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--recipe", choices=list(RECIPES), default=None,
                        help="defaults for every model and training flag not given: workshop "
                        "(the workshop's, also the defaults with no recipe), default (accurate "
-                       "3-view U-Net in about 20 min on a CPU, recommended), fast (one view, "
-                       "about 5 min) or volume (a 3-D U-Net of whole scans in about 20 min, "
-                       "seconds per scan at prediction)")
+                       "3-view U-Net in about 20 min on a CPU, recommended) or fast (one view, "
+                       "about 5 min)")
     group.add_argument("--time-budget", dest="time_budget", type=float, default=None,
                        metavar="MINUTES",
                        help="stop training when this many minutes are spent (all views "

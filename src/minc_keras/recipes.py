@@ -13,15 +13,10 @@ an enlarged ventricle GM), a cosine learning rate over a fixed time budget, thre
 averaged at prediction, and class offsets fitted on the validation scans and atrophied
 copies of them (``calibrate``: the class-balanced loss makes the ventricles too large; the
 offsets shrink them back, without assuming every brain's are as small as the dev subjects').
-``fast`` is the same idea for one view in a quarter of the time. ``volume`` trains a 3-D
-U-Net of whole scans instead (``unet3d``, 2x2x2 blocks folded into channels at the input)
-on random 96^3 cubes in the same minutes: a step of two cubes (as many voxels as about 48
-slices) takes about as long as 48 slices do in the 2-D network on a 2-core CPU, a scan
-goes through it in one pass (two, shifted, at prediction) rather than three views of
-slices, and it sees the third dimension the slice networks only get from averaging their
-views. No recipe uses the full-resolution head of ``refine_filters``: it slows each step,
-and over 5 folds on a faster CPU ``fast`` without it was as accurate. The runs that chose
-these values are in ``benchmarks/README.md``.
+``fast`` is the same idea for one view in a quarter of the time. Neither uses the
+full-resolution head of ``refine_filters``: it slows each step, and over 5 folds on a
+faster CPU ``fast`` without it was as accurate. The runs that chose these values are in
+``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -40,13 +35,6 @@ RECIPES: dict[str, dict[str, object]] = {
         "model_type": "unet", "nK": [16], "input_stride": 2, "refine_filters": 0,
         "epochs": 1000, "batch_size": 8, "lr": 2e-3, "loss": "dice_wce", "pad": 3,
         "views": ["axial", "coronal", "sagittal"],
-        "time_budget": 18.0, "schedule": "cosine", "augment": True,
-        "augment_atrophy": True, "oversample_rare": False, "calibrate": True,
-    },
-    "volume": {
-        "model_type": "unet3d", "nK": [16], "input_stride": 2, "refine_filters": 0,
-        "epochs": 1000, "batch_size": 2, "lr": 2e-3, "loss": "dice_ce", "pad": 3,
-        "views": ["volume"],
         "time_budget": 18.0, "schedule": "cosine", "augment": True,
         "augment_atrophy": True, "oversample_rare": False, "calibrate": True,
     },

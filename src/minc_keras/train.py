@@ -128,15 +128,17 @@ def views_for_model(options: TrainOptions) -> TrainOptions:
     """``options`` with the views its network takes: ``volume`` for a network of volumes.
 
     A 3-D network given the default ``--views axial`` gets ``volume``; one given other
-    slicing views, or a 2-D network given ``volume``, is refused in one sentence.
+    slicing views (a recipe's three, say), or a 2-D network given ``volume``, is refused in
+    one sentence.
     """
     volume = options.builder is None and spatial_dims(options.model_type) == 3
     if volume and options.views in (["axial"], [VOLUME_VIEW]):
         return replace(options, views=[VOLUME_VIEW])
     if volume:
         raise UsageError(
-            f"--model-type {options.model_type} segments whole volumes, not slices; leave out "
-            f"--views {','.join(options.views)} (or give --views {VOLUME_VIEW})")
+            f"--model-type {options.model_type} segments whole volumes, not slices of the "
+            f"{','.join(options.views)} view{'s' * (len(options.views) > 1)}; give --views "
+            f"{VOLUME_VIEW} (the views may come from a --recipe)")
     if VOLUME_VIEW in options.views:
         raise UsageError(
             f"--views {VOLUME_VIEW} needs a network of volumes (--model-type unet3d), not "

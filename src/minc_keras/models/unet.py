@@ -68,10 +68,10 @@ class SpatialMultiple(keras.layers.Layer):
         """Raise UsageError if a known spatial size of ``(N, ..., C)`` is not a multiple."""
         spatial = list(shape[1:-1])
         if any(isinstance(s, int) and s % self.multiple for s in spatial):
-            kind = "slices" if len(spatial) == 2 else "volumes"
-            sides = "height and width" if len(spatial) == 2 else "all three sides"
+            kind, unit, sides = (("slices", "pixels", "height and width") if len(spatial) == 2
+                                 else ("volumes", "voxels", "all three sides"))
             raise UsageError(
-                f"U-Net input {kind} are {' x '.join(map(str, spatial))} pixels, but {sides} "
+                f"U-Net input {kind} are {' x '.join(map(str, spatial))} {unit}, but {sides} "
                 f"must be multiples of {self.multiple}; pad them to a multiple of "
                 f"{self.multiple} (minc-keras does this with --pad)"
             )
