@@ -40,17 +40,21 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / seconds / 1e9
 
 
-def conv_flops_per_slice(model, height: int, width: int) -> float:
-    """Forward FLOPs (2 x multiply-adds) of the Conv2D layers for one (H, W) slice."""
+def conv_flops_per_slice(model, *size: int) -> float:
+    """Forward FLOPs (2 x multiply-adds) of the convolutions for one slice (or cube).
+
+    ``size`` is ``(height, width)`` of a slice, or ``(x, y, z)`` of a cube for a network
+    of volumes.
+    """
     import keras
 
     total = 0.0
-    probe = keras.models.clone_model(model, input_tensors=keras.Input((height, width, 1)))
+    probe = keras.models.clone_model(model, input_tensors=keras.Input((*size, 1)))
     for layer in _conv_layers(probe):
         out = layer.output.shape
-        height, width = (out[2], out[3]) if layer.data_format == "channels_first" else out[1:3]
-        positions = height * width
-        if isinstance(layer, keras.layers.Conv2DTranspose):
+        spatial = out[2:] if layer.data_format == "channels_first" else out[1:-1]
+        positions = float(np.prod(spatial))
+        if isinstance(layer, (keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)):
             positions /= np.prod(layer.strides)  # each input pixel meets the kernel once
         total += 2.0 * positions * float(np.prod(layer.kernel.shape))
     return total
@@ -62,5 +66,7 @@ def _conv_layers(model):
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             yield from _conv_layers(layer)
-        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
+        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv3D,
+                                keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)):
             yield layer
+

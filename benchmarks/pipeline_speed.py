@@ -6,13 +6,17 @@ Measures, in one run on this machine:
   normalise, crop, write), median of repeated builds;
 - training: slices per second of ``fit`` for a model, and the FLOP/s that achieves as a
   fraction of this machine's fp32 matmul rate measured in the same process;
-- waiting for batches: the share of a training step spent in the input pipeline;
+- waiting for batches: the share of a training step spent in the input pipeline (with
+  ``--augment``, the recipes' augmentation and simulated atrophy included, as in training);
 - peak RSS of the process.
+
+``--model-type unet3d`` trains on the random 96^3 cubes of ``train`` (``--batch-size``
+cubes per step) and counts the FLOPs of a cube.
 
 Usage::
 
     python benchmarks/pipeline_speed.py [--model-type model_0_0] [--batch-size 16] [--steps 60]
-        [--nK 16,32,64,128] [--input-stride 2]
+        [--nK 16,32,64,128] [--input-stride 2] [--augment]
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ def main() -> int:
     parser.add_argument("--refine-filters", type=int, default=0,
                         help="unet: as for minc-keras")
     parser.add_argument("--repeats", type=int, default=3, help="cache builds to time")
+    parser.add_argument("--augment", action="store_true",
+                        help="augment the training batches as the recipes do")
     args = parser.parse_args()
     source = DATA / "oasis-dev"
     if not source.is_dir():
@@ -50,9 +56,12 @@ def main() -> int:
 
     from minc_keras.data.cache import SliceCache
     from minc_keras.data.dataset import SliceDataset
+    from minc_keras.data.patches import PATCH_SIZE, PatchDataset
+    from minc_keras.data.preprocess import VOLUME_VIEW
     from minc_keras.model_info import core_model
+    from minc_keras.models.zoo import spatial_dims
     from minc_keras.prepare import prepare
-    from minc_keras.train import TrainOptions, build_network
+    from minc_keras.train import TrainOptions, _augmenter, _rare_class, build_network
 
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "run"
@@ -70,12 +79,20 @@ def main() -> int:
 
         options = TrainOptions(model_type=args.model_type, batch_size=args.batch_size,
                                nK=args.nK, input_stride=args.input_stride,
-                               refine_filters=args.refine_filters)
-        model, info = build_network(cache, options)
+                               refine_filters=args.refine_filters,
+                               augment=args.augment, augment_atrophy=args.augment)
+        volume = spatial_dims(args.model_type) == 3
+        model, info = build_network(cache, options, VOLUME_VIEW if volume else "axial")
         model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy")
-        data = SliceDataset(cache, "train", batch_size=args.batch_size, shuffle=True,
-                            num_outputs=info["num_outputs"], multiple=info["multiple"])
-        height, width = data.size
+        common = {"batch_size": args.batch_size, "num_outputs": info["num_outputs"],
+                  "multiple": info["multiple"],
+                  "augment": _augmenter(cache, options, volume=volume)}
+        if volume:
+            data = PatchDataset(cache, "train", rare_class=_rare_class(cache, options), **common)
+            size, unit = (PATCH_SIZE,) * 3, "cubes"
+        else:
+            data = SliceDataset(cache, "train", shuffle=True, **common)
+            size, unit = data.size, "slices"
         load_times, step_times = [], []
         for step in range(args.steps + 3):
             start = time.perf_counter()
@@ -87,17 +104,21 @@ def main() -> int:
                 load_times.append(loaded - start)
                 step_times.append(done - start)
         step = statistics.median(step_times)
-        slices_per_s = args.batch_size / step
-        flops = 3 * conv_flops_per_slice(core_model(model), height, width)
-        achieved = flops * slices_per_s / 1e9
+        per_s = args.batch_size / step
+        flops = 3 * conv_flops_per_slice(core_model(model), *size)
+        achieved = flops * per_s / 1e9
         peak = matmul_gflops()
         print(f"training {args.model_type} ({model.count_params():,} parameters): "
-              f"{slices_per_s:.1f} slices/s of {height}x{width} "
+              f"{per_s:.1f} {unit}/s of {'x'.join(map(str, size))} "
               f"(batch {args.batch_size}, median step {step * 1000:.0f} ms)")
         print(f"  achieved {achieved:.1f} GFLOP/s = {achieved / peak:.0%} of the fp32 matmul rate "
-              f"measured now ({peak:.1f} GFLOP/s); {flops / 3 / 1e9:.2f} GFLOP forward per slice")
-        print(f"  input pipeline: {statistics.median(load_times) * 1000:.1f} ms per batch = "
-              f"{statistics.median(load_times) / step:.1%} of a step")
+              f"measured now ({peak:.1f} GFLOP/s); {flops / 3 / 1e9:.2f} GFLOP forward per "
+              f"{unit[:-1]}")
+        # the mean, not the median: simulated atrophy makes one batch in a few slow
+        load = statistics.mean(load_times)
+        print(f"  input pipeline{' with augmentation' * args.augment}: {load * 1000:.1f} ms "
+              f"per batch on average = {sum(load_times) / sum(step_times):.1%} of the "
+              "training time")
         print(f"peak RSS: {peak_rss_mb():.0f} MB")
     return 0
 

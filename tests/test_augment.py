@@ -40,6 +40,21 @@ def test_intensity_changes_leave_labels_and_background_alone():
     assert out.dtype == np.float32
 
 
+def test_bias_field_is_the_quadratic_polynomial_it_draws():
+    """The broadcast sum equals the polynomial written out on full coordinate grids."""
+    augmenter = SliceAugmenter(bias=0.2)
+    for shape in [(9, 11), (5, 7, 6)]:
+        field = augmenter._bias_field(shape, np.random.default_rng(3))
+        grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")[::-1]
+        terms = [*grids, *[a * b for k, a in enumerate(grids) for b in grids[k + 1:]],
+                 *[a**2 - 0.5 for a in grids]]
+        weights = np.random.default_rng(3).uniform(-1, 1, len(terms))
+        surface = sum(w * t for w, t in zip(weights, terms, strict=True))
+        surface *= np.log1p(0.2) / np.abs(surface).max()
+        np.testing.assert_allclose(field, np.exp(surface), rtol=1e-12)
+        assert np.isclose(np.abs(np.log(field)).max(), np.log1p(0.2))  # peak +-20 %
+
+
 def test_same_seed_same_batch_and_inputs_untouched():
     images, classes = _slices()
     before = images.copy()

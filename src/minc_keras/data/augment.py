@@ -122,14 +122,24 @@ class SliceAugmenter:
     def _bias_field(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
         """``exp`` of a random linear-plus-quadratic field (2-D or 3-D) with peak ``+-bias``.
 
-        Terms: each coordinate (last axis first), the products of pairs, the squares.
+        Terms: each coordinate (last axis first), the products of pairs, the squares. The
+        field is summed from 1-D and 2-D pieces broadcast over the image, not from full-size
+        coordinate grids: a third of the time on a 96^3 cube, the same values.
         """
-        axes = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")[::-1]
-        pairs = [a * b for k, a in enumerate(axes) for b in axes[k + 1:]]
-        terms = np.stack([*axes, *pairs, *[a**2 - 0.5 for a in axes]])
-        surface = np.tensordot(rng.uniform(-1, 1, len(terms)), terms, axes=1)
+        dims = len(shape)
+        # coordinate d in [-1, 1] along axis d, shaped to broadcast; last axis first
+        axes = [np.linspace(-1, 1, n).reshape([n if k == d else 1 for k in range(dims)])
+                for d, n in enumerate(shape)][::-1]
+        pairs = [(a, b) for k, a in enumerate(axes) for b in axes[k + 1:]]
+        weights = rng.uniform(-1, 1, 2 * dims + len(pairs))
+        linear, cross, square = np.split(weights, [dims, dims + len(pairs)])
+        surface = np.zeros(shape)
+        for a, w_linear, w_square in zip(axes, linear, square, strict=True):
+            surface += w_linear * a + w_square * (a**2 - 0.5)
+        for (a, b), w in zip(pairs, cross, strict=True):
+            surface += w * (a * b)
         surface *= np.log1p(self.bias) / max(np.abs(surface).max(), 1e-6)
-        return np.exp(surface)
+        return np.exp(surface, out=surface)
 
 
 def expand_class(image: np.ndarray, labels: np.ndarray, cls: int,
