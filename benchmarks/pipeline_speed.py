@@ -16,7 +16,7 @@ cubes per step) and counts the FLOPs of a cube.
 Usage::
 
     python benchmarks/pipeline_speed.py [--model-type model_0_0] [--batch-size 16] [--steps 60]
-        [--nK 16,32,64,128] [--input-stride 2] [--augment]
+        [--nK 16,32,64,128] [--input-stride 2] [--augment] [--jit-compile]
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ def main() -> int:
     parser.add_argument("--refine-filters", type=int, default=0,
                         help="unet: as for minc-keras")
     parser.add_argument("--repeats", type=int, default=3, help="cache builds to time")
+    parser.add_argument("--jit-compile", action="store_true",
+                        help="compile the training step (torch.compile under torch)")
     parser.add_argument("--augment", action="store_true",
                         help="augment the training batches as the recipes do")
     args = parser.parse_args()
@@ -83,7 +85,8 @@ def main() -> int:
                                augment=args.augment, augment_atrophy=args.augment)
         volume = spatial_dims(args.model_type) == 3
         model, info = build_network(cache, options, VOLUME_VIEW if volume else "axial")
-        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy")
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy",
+                      jit_compile=args.jit_compile)
         common = {"batch_size": args.batch_size, "num_outputs": info["num_outputs"],
                   "multiple": info["multiple"],
                   "augment": _augmenter(cache, options, volume=volume)}
@@ -100,6 +103,8 @@ def main() -> int:
             loaded = time.perf_counter()
             model.train_on_batch(x, y)
             done = time.perf_counter()
+            if step == 0:
+                first = done - loaded
             if step >= 3:  # warm-up
                 load_times.append(loaded - start)
                 step_times.append(done - start)
@@ -110,7 +115,8 @@ def main() -> int:
         peak = matmul_gflops()
         print(f"training {args.model_type} ({model.count_params():,} parameters): "
               f"{per_s:.1f} {unit}/s of {'x'.join(map(str, size))} "
-              f"(batch {args.batch_size}, median step {step * 1000:.0f} ms)")
+              f"(batch {args.batch_size}, median step {step * 1000:.0f} ms; first step "
+              f"{first:.1f} s{', compiling' * args.jit_compile})")
         print(f"  achieved {achieved:.1f} GFLOP/s = {achieved / peak:.0%} of the fp32 matmul rate "
               f"measured now ({peak:.1f} GFLOP/s); {flops / 3 / 1e9:.2f} GFLOP forward per "
               f"{unit[:-1]}")
