@@ -69,4 +69,3 @@ def _conv_layers(model):
         elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv3D,
                                 keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)):
             yield layer
-

@@ -124,7 +124,7 @@ class SliceAugmenter:
 
         Terms: each coordinate (last axis first), the products of pairs, the squares. The
         field is summed from 1-D and 2-D pieces broadcast over the image, not from full-size
-        coordinate grids: a third of the time on a 96^3 cube, the same values.
+        coordinate grids: a fifth of the time on a 96^3 cube, the same values.
         """
         dims = len(shape)
         # coordinate d in [-1, 1] along axis d, shaped to broadcast; last axis first
