@@ -107,6 +107,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        "that has it, float32 otherwise")
     group.add_argument("--mixed-precision", dest="precision", action="store_const",
                        const="mixed", help="the same as --precision mixed")
+    group.add_argument("--jit-compile", dest="jit_compile",
+                       action=argparse.BooleanOptionalAction, default=False,
+                       help="compile each view's training step with torch.compile before it "
+                       "trains (PyTorch backend, a C++ compiler on a CPU): faster steps after "
+                       "a compile of one to two minutes per view, which counts against "
+                       "--time-budget; prediction stays as it is (default off)")
     group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
                        help="random flips, rotations, scaling, gamma, bias field and noise on "
                        "the training slices (default off)")
@@ -293,6 +299,7 @@ def _train_options(args: argparse.Namespace):
         calibrate=args.calibrate,
         precision=args.precision,
         recipe=args.recipe, resume=args.resume, devices=args.devices,
+        jit_compile=args.jit_compile,
     )
 
 

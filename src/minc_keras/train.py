@@ -24,6 +24,7 @@ from minc_keras.data.patches import PATCH_SIZE, PatchDataset
 from minc_keras.data.preprocess import VIEW_AXES, VOLUME_VIEW
 from minc_keras.errors import UsageError
 from minc_keras.evaluate import check_classes, load_trained
+from minc_keras.jit import compile_train_step
 from minc_keras.model_info import attach_info
 from minc_keras.models import (
     SpatialMultiple,
@@ -60,7 +61,9 @@ class TrainOptions:
     evenly across them and the gradients are averaged. ``calibrate`` fits a probability
     offset per class on the validation scans once training ends and stores it in the
     model (:mod:`minc_keras.calibrate`; with ``augment_atrophy``, on atrophied copies of
-    them too).
+    them too). ``jit_compile`` compiles each view's training step before it trains
+    (:mod:`minc_keras.jit`); the compiling counts against ``time_budget``, and the cosine
+    schedule runs over the time left.
     """
 
     model_type: str = "model_0_0"
@@ -95,6 +98,7 @@ class TrainOptions:
     recipe: str | None = None
     resume: bool = False
     devices: int = 1
+    jit_compile: bool = False
     builder: Callable | None = field(default=None, repr=False)
 
 
@@ -694,18 +698,30 @@ def _fit(model: keras.Model, info: dict, cache: SliceCache, options: TrainOption
                          "val_loss" if len(validate_data) else "loss",
                          resumed=resumed, history=history)
     first_epoch = saver.epochs_done
+    to_train = first_epoch < options.epochs and (budget is None or saver.seconds_before < budget)
+    compiling = 0.0
+    if to_train and options.jit_compile:
+        compiling, compiled = compile_train_step(model, train_data)
+        if compiled:
+            log.info("%s view: training step compiled in %.0f s", view, compiling)
+        saver.seconds_before += compiling  # spent, as training time is
+        if budget is not None and compiling > budget / 4:
+            log.warning("%s view: compiling took %.0f s of its %.0f s; with budgets this "
+                        "short, train without --jit-compile", view, compiling, budget)
     callbacks: list[keras.callbacks.Callback] = [_EpochOrder(train_data), saver]
     if budget is not None:
         left = budget - saver.seconds_before
         log.info("%s view: training for at most %.1f min", view, left / 60)
         # leave room for the last validation and checkpoint after the deadline
         callbacks.insert(0, _TimeBudget(time.perf_counter() + left - budget * 0.03))
-    if options.schedule == "cosine":
-        callbacks.insert(0, _CosineSchedule(options.lr, seconds=budget,
+    if options.schedule == "cosine":  # over the training time, compiling left out
+        callbacks.insert(0, _CosineSchedule(options.lr,
+                                            seconds=None if budget is None
+                                            else max(budget - compiling, 1.0),
                                             total_steps=options.epochs * len(train_data),
-                                            seconds_done=saver.seconds_before,
+                                            seconds_done=saver.seconds_before - compiling,
                                             steps_done=first_epoch * len(train_data)))
-    if first_epoch < options.epochs and (budget is None or saver.seconds_before < budget):
+    if to_train:  # even when compiling used up the budget: one batch, one checkpoint
         model.fit(train_data, validation_data=validate_data if len(validate_data) else None,
                   epochs=options.epochs, initial_epoch=first_epoch, callbacks=callbacks,
                   shuffle=False,  # the dataset shuffles, by seed and epoch (resumable)
