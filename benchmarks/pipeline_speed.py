@@ -30,7 +30,31 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# isort: off
 from _common import DATA, conv_flops_per_slice, matmul_gflops, peak_rss_mb
+import keras  # after _common, which imports minc_keras: that picks Keras' backend
+# isort: on
+
+
+class _StepClock(keras.callbacks.Callback):
+    """Times each step of ``fit``, with the wait for its batch (the input pipeline) before it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.load_times: list[float] = []
+        self.step_times: list[float] = []
+        self.last = self.begin = 0.0
+
+    def on_train_begin(self, logs=None):
+        self.last = time.perf_counter()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.begin = time.perf_counter()
+        self.load_times.append(self.begin - self.last)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.last = time.perf_counter()
+        self.step_times.append(self.last - self.begin + self.load_times[-1])
 
 
 def main() -> int:
@@ -45,7 +69,7 @@ def main() -> int:
                         help="unet: as for minc-keras")
     parser.add_argument("--repeats", type=int, default=3, help="cache builds to time")
     parser.add_argument("--jit-compile", action="store_true",
-                        help="compile the training step (torch.compile under torch)")
+                        help="compile the training step first, as train --jit-compile does")
     parser.add_argument("--augment", action="store_true",
                         help="augment the training batches as the recipes do")
     args = parser.parse_args()
@@ -54,12 +78,11 @@ def main() -> int:
         print(f"no dev data at {source}; nothing to benchmark")
         return 0
 
-    import keras
-
     from minc_keras.data.cache import SliceCache
     from minc_keras.data.dataset import SliceDataset
     from minc_keras.data.patches import PATCH_SIZE, PatchDataset
     from minc_keras.data.preprocess import VOLUME_VIEW
+    from minc_keras.jit import compile_train_step
     from minc_keras.model_info import core_model
     from minc_keras.models.zoo import spatial_dims
     from minc_keras.prepare import prepare
@@ -85,8 +108,7 @@ def main() -> int:
                                augment=args.augment, augment_atrophy=args.augment)
         volume = spatial_dims(args.model_type) == 3
         model, info = build_network(cache, options, VOLUME_VIEW if volume else "axial")
-        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy",
-                      jit_compile=args.jit_compile)
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy")
         common = {"batch_size": args.batch_size, "num_outputs": info["num_outputs"],
                   "multiple": info["multiple"],
                   "augment": _augmenter(cache, options, volume=volume)}
@@ -96,18 +118,12 @@ def main() -> int:
         else:
             data = SliceDataset(cache, "train", shuffle=True, **common)
             size, unit = data.size, "slices"
-        load_times, step_times = [], []
-        for step in range(args.steps + 3):
-            start = time.perf_counter()
-            x, y = data[step % len(data)]
-            loaded = time.perf_counter()
-            model.train_on_batch(x, y)
-            done = time.perf_counter()
-            if step == 0:
-                first = done - loaded
-            if step >= 3:  # warm-up
-                load_times.append(loaded - start)
-                step_times.append(done - start)
+        compiling = compile_train_step(model, data)[0] if args.jit_compile else None
+        clock = _StepClock()
+        model.fit(data, epochs=1, steps_per_epoch=min(args.steps + 3, len(data)),
+                  callbacks=[clock], shuffle=False, verbose=0)
+        load_times, step_times = clock.load_times[3:], clock.step_times[3:]  # 3 to warm up
+        first = clock.step_times[0]
         step = statistics.median(step_times)
         per_s = args.batch_size / step
         flops = 3 * conv_flops_per_slice(core_model(model), *size)
@@ -116,7 +132,8 @@ def main() -> int:
         print(f"training {args.model_type} ({model.count_params():,} parameters): "
               f"{per_s:.1f} {unit}/s of {'x'.join(map(str, size))} "
               f"(batch {args.batch_size}, median step {step * 1000:.0f} ms; first step "
-              f"{first:.1f} s{', compiling' * args.jit_compile})")
+              f"{first:.1f} s" + (f"; compiled first in {compiling:.0f} s" if compiling else "")
+              + ")")
         print(f"  achieved {achieved:.1f} GFLOP/s = {achieved / peak:.0%} of the fp32 matmul rate "
               f"measured now ({peak:.1f} GFLOP/s); {flops / 3 / 1e9:.2f} GFLOP forward per "
               f"{unit[:-1]}")
