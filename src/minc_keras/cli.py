@@ -111,8 +111,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        action=argparse.BooleanOptionalAction, default=False,
                        help="compile each view's training step with torch.compile before it "
                        "trains (PyTorch backend, a C++ compiler on a CPU): faster steps after "
-                       "a compile of one to two minutes per view, which counts against "
-                       "--time-budget; prediction stays as it is (default off)")
+                       "0.5-1.5 minutes of compiling per view, which count against "
+                       "--time-budget; eager with a warning where compiling fails (default "
+                       "off)")
     group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
                        help="random flips, rotations, scaling, gamma, bias field and noise on "
                        "the training slices (default off)")
