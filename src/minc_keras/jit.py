@@ -12,6 +12,7 @@ share of the work, and their last, smaller batch would compile once more.
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 import keras
@@ -31,7 +32,10 @@ def compile_train_step(model: keras.Model, dataset: keras.utils.PyDataset
     count) are put back as they were: the compiling batch teaches the model nothing.
     The weights are given zero gradients first: the step's graph depends on whether
     gradients exist yet, and every step after the first finds them, so the first must too
-    or the first real step compiles a second graph.
+    or the first real step compiles a second graph. Shapes are compiled static: Keras
+    compiles every model's step from the same code, so PyTorch would otherwise compile a
+    second model of other slice sizes (the next view) for symbolic sizes, which failed in
+    inductor for the U-Net.
 
     Compiling needs the PyTorch backend and, on a CPU, a C++ compiler. Where it fails the
     model is left to train eagerly, as it was, and the reason is logged once.
@@ -65,11 +69,12 @@ def compile_train_step(model: keras.Model, dataset: keras.utils.PyDataset
     weights = model.get_weights()
     state = [variable.numpy() for variable in optimizer.variables]
     model.jit_compile = True
-    try:
-        model.make_train_function(force=True)
-        model.fit(dataset, epochs=1, steps_per_epoch=1, shuffle=False, verbose=0)
+    try:  # static shapes: the step of a second model (another view) would go symbolic
+        with torch._dynamo.config.patch(automatic_dynamic_shapes=False):
+            model.make_train_function(force=True)
+            model.fit(dataset, epochs=1, steps_per_epoch=1, shuffle=False, verbose=0)
     except Exception as error:  # a missing compiler surfaces as any of several errors
-        _give_up((str(error).strip().splitlines() or [type(error).__name__])[0][:200])
+        _give_up(_reason(error))
     finally:
         model.set_weights(weights)
         for variable, value in zip(optimizer.variables, state, strict=True):
@@ -80,6 +85,18 @@ def compile_train_step(model: keras.Model, dataset: keras.utils.PyDataset
         if _failure is not None:
             model.make_train_function(force=True)
     return time.perf_counter() - start, _failure is None
+
+
+def _reason(error: Exception) -> str:
+    """The line of ``error`` that says what went wrong, without Keras' wrapping.
+
+    >>> _reason(RuntimeError("Exception encountered when calling Functional.call().\n\n"
+    ...                      "\x1b[1mTypeError: cannot determine truth value\x1b[0m"))
+    'TypeError: cannot determine truth value'
+    """
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(error).splitlines()]
+    lines = [line for line in lines if line and not line.startswith("Exception encountered")]
+    return (lines or [type(error).__name__])[0][:200]
 
 
 def _give_up(reason: str) -> None:
