@@ -88,7 +88,7 @@ def compile_train_step(model: keras.Model, dataset: keras.utils.PyDataset
 
 
 def _reason(error: Exception) -> str:
-    """The line of ``error`` that says what went wrong, without Keras' wrapping.
+    r"""The line of ``error`` that says what went wrong, without Keras' wrapping.
 
     >>> _reason(RuntimeError("Exception encountered when calling Functional.call().\n\n"
     ...                      "\x1b[1mTypeError: cannot determine truth value\x1b[0m"))
