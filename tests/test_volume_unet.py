@@ -1,5 +1,7 @@
 """The 3-D U-Net of whole volumes (``--model-type unet3d --views volume``)."""
 
+import json
+
 import keras
 import nibabel as nib
 import numpy as np
@@ -99,7 +101,12 @@ def test_volume_augmenter_mirrors_left_right_and_keeps_the_background_zero():
     assert np.all(out[0, 5:, 2:6, 2:6] > 0)
 
 
-def test_unet3d_trains_calibrates_and_predicts_in_the_scans_grid(tmp_path):
+def test_unet3d_trains_calibrates_and_predicts_in_the_scans_grid(tmp_path, monkeypatch):
+    def no_compiling(*args):
+        raise AssertionError("the volume view was compiled")
+
+    # the recipe's --jit-compile is for slice views: the 3-D step did not compile whole
+    monkeypatch.setattr("minc_keras.train.compile_train_step", no_compiling)
     source = write_dataset(tmp_path / "source", n_subjects=5, fmt="nii")
     target = tmp_path / "run"
     # the command of benchmarks/README.md's 3-D rows, with a tiny network and budget
@@ -108,6 +115,7 @@ def test_unet3d_trains_calibrates_and_predicts_in_the_scans_grid(tmp_path):
                  "--model-type", "unet3d", "--views", "volume", "--batch-size", "2",
                  "--loss", "dice_ce", "--nK", "4", "--time-budget", "0.1", "--predict", "1",
                  "--quiet"]) == 0
+    assert json.loads((target / "model" / "config.json").read_text())["jit_compile"]
     _, info = load_trained(target / "model" / "model.keras")
     assert info["view"] == "volume"
     assert info["model_type"] == "unet3d"

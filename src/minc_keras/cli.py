@@ -109,11 +109,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        const="mixed", help="the same as --precision mixed")
     group.add_argument("--jit-compile", dest="jit_compile",
                        action=argparse.BooleanOptionalAction, default=False,
-                       help="compile each view's training step with torch.compile before it "
-                       "trains (PyTorch backend, a C++ compiler on a CPU): faster steps after "
-                       "0.5-1.5 minutes of compiling per view, which count against "
-                       "--time-budget; eager with a warning where compiling fails (default "
-                       "off)")
+                       help="compile each slice view's training step with torch.compile "
+                       "before it trains (PyTorch backend, a C++ compiler on a CPU): faster "
+                       "steps after 0.5-1.5 minutes of compiling per view, which count "
+                       "against --time-budget; eager with a warning where compiling fails "
+                       "(default off; on in --recipe default)")
     group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
                        help="random flips, rotations, scaling, gamma, bias field and noise on "
                        "the training slices (default off)")
