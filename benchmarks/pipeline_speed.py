@@ -5,7 +5,10 @@ Measures, in one run on this machine:
 - preprocessing: volumes per second building the cache (read MINC2, reorient,
   normalise, crop, write), median of repeated builds;
 - training: slices per second of ``fit`` for a model, and the FLOP/s that achieves as a
-  fraction of this machine's fp32 matmul rate measured in the same process;
+  fraction of this machine's fp32 matmul rate measured in the same process: the steps run
+  in ``--rounds`` rounds, each followed by a measurement of the matmul rate (which moved
+  by up to a fifth within minutes on the development machine), and the median of the
+  rounds' ratios is reported with their range;
 - waiting for batches: the share of a training step spent in the input pipeline (with
   ``--augment``, the recipes' augmentation and simulated atrophy included, as in training);
 - peak RSS of the process.
@@ -16,7 +19,7 @@ cubes per step) and counts the FLOPs of a cube.
 Usage::
 
     python benchmarks/pipeline_speed.py [--model-type model_0_0] [--batch-size 16] [--steps 60]
-        [--nK 16,32,64,128] [--input-stride 2] [--augment] [--jit-compile]
+        [--nK 16,32,64,128] [--input-stride 2] [--augment] [--jit-compile] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -62,6 +65,9 @@ def main() -> int:
     parser.add_argument("--model-type", default="model_0_0")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=60, help="training steps to time")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds the steps are split into, each followed by a "
+                             "measurement of the matmul rate")
     parser.add_argument("--nK", type=lambda t: [int(k) for k in t.split(",")], default=None,
                         help="filters, as for minc-keras (unet: base or per level)")
     parser.add_argument("--input-stride", type=int, default=1, help="unet: as for minc-keras")
@@ -116,26 +122,36 @@ def main() -> int:
             data = PatchDataset(cache, "train", rare_class=_rare_class(cache, options), **common)
             size, unit = (PATCH_SIZE,) * 3, "cubes"
         else:
-            data = SliceDataset(cache, "train", shuffle=True, **common)
+            # full batches only, as train does (a smaller last batch compiles once more)
+            data = SliceDataset(cache, "train", shuffle=True, drop_remainder=True, **common)
             size, unit = data.size, "slices"
         compiling = compile_train_step(model, data)[0] if args.jit_compile else None
-        clock = _StepClock()
-        model.fit(data, epochs=1, steps_per_epoch=min(args.steps + 3, len(data)),
-                  callbacks=[clock], shuffle=False, verbose=0)
-        load_times, step_times = clock.load_times[3:], clock.step_times[3:]  # 3 to warm up
-        first = clock.step_times[0]
+        rounds = max(args.rounds, 1)
+        per_round = max(args.steps // rounds, 1)
+        flops = 3 * conv_flops_per_slice(core_model(model), *size)
+        load_times, step_times, ratios, rates, first = [], [], [], [], None
+        for _ in range(rounds):
+            clock = _StepClock()
+            model.fit(data, epochs=1, steps_per_epoch=min(per_round + 2, len(data)),
+                      callbacks=[clock], shuffle=False, verbose=0)
+            first = clock.step_times[0] if first is None else first
+            load_times += clock.load_times[2:]  # 2 to warm up (the first starts the loader)
+            step_times += clock.step_times[2:]
+            rates.append(matmul_gflops())  # right after the round: the rate moves
+            ratios.append(flops * args.batch_size / statistics.median(clock.step_times[2:])
+                          / 1e9 / rates[-1])
         step = statistics.median(step_times)
         per_s = args.batch_size / step
-        flops = 3 * conv_flops_per_slice(core_model(model), *size)
         achieved = flops * per_s / 1e9
-        peak = matmul_gflops()
         print(f"training {args.model_type} ({model.count_params():,} parameters): "
               f"{per_s:.1f} {unit}/s of {'x'.join(map(str, size))} "
               f"(batch {args.batch_size}, median step {step * 1000:.0f} ms; first step "
               f"{first:.1f} s" + (f"; compiled first in {compiling:.0f} s" if compiling else "")
               + ")")
-        print(f"  achieved {achieved:.1f} GFLOP/s = {achieved / peak:.0%} of the fp32 matmul rate "
-              f"measured now ({peak:.1f} GFLOP/s); {flops / 3 / 1e9:.2f} GFLOP forward per "
+        print(f"  achieved {achieved:.1f} GFLOP/s = {statistics.median(ratios):.0%} of the fp32 "
+              f"matmul rate (median of {rounds} rounds, each against the rate measured after "
+              f"it: {min(ratios):.0%} to {max(ratios):.0%}; rates {min(rates):.0f} to "
+              f"{max(rates):.0f} GFLOP/s); {flops / 3 / 1e9:.2f} GFLOP forward per "
               f"{unit[:-1]}")
         # the mean, not the median: simulated atrophy makes one batch in a few slow
         load = statistics.mean(load_times)
