@@ -300,8 +300,7 @@ def test_a_set_left_without_labels_is_redone_but_a_strangers_file_is_kept(model_
     maps[0].write_bytes(b"someone else's")
     assert _predict(model_path, out, scan, extra=("--save-probabilities",)) == 2
     err = capsys.readouterr().err
-    assert "exists already" in err
-    assert "1 scan failed:" in err
+    assert err.count("exists already") == 1, "one scan's failure, said once"
     assert maps[0].read_bytes() == b"someone else's"
     assert not labels.exists()
 

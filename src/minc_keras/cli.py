@@ -391,9 +391,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if report.table_path is not None:
         print(f"wrote {report.table_path}")
     if report.failures:
-        print(f"{_scans(len(report.failures))} failed:", file=sys.stderr)
-        for path, reason in report.failures:
-            print(f"  {path}: {reason}", file=sys.stderr)
+        if len(report.rows) + len(report.failures) > 1:  # one alone was reported as it failed
+            print(f"{_scans(len(report.failures))} failed:", file=sys.stderr)
+            for path, reason in report.failures:
+                print(f"  {path}: {reason}", file=sys.stderr)
         return 2
     return 0
 
