@@ -129,17 +129,19 @@ def main() -> int:
         rounds = max(args.rounds, 1)
         per_round = max(args.steps // rounds, 1)
         flops = 3 * conv_flops_per_slice(core_model(model), *size)
-        load_times, step_times, ratios, rates, first = [], [], [], [], None
+        clocks, rates = [], []
         for _ in range(rounds):
-            clock = _StepClock()
+            clocks.append(_StepClock())
             model.fit(data, epochs=1, steps_per_epoch=min(per_round + 2, len(data)),
-                      callbacks=[clock], shuffle=False, verbose=0)
-            first = clock.step_times[0] if first is None else first
-            load_times += clock.load_times[2:]  # 2 to warm up (the first starts the loader)
-            step_times += clock.step_times[2:]
+                      callbacks=[clocks[-1]], shuffle=False, verbose=0)
             rates.append(matmul_gflops())  # right after the round: the rate moves
-            ratios.append(flops * args.batch_size / statistics.median(clock.step_times[2:])
-                          / 1e9 / rates[-1])
+        first = clocks[0].step_times[0]
+        # 2 steps of each round to warm up (the first starts the loader)
+        kept = [clock.step_times[2:] for clock in clocks]
+        step_times = [t for times in kept for t in times]
+        load_times = [t for clock in clocks for t in clock.load_times[2:]]
+        ratios = [flops * args.batch_size / statistics.median(times) / 1e9 / rate
+                  for times, rate in zip(kept, rates, strict=True)]
         step = statistics.median(step_times)
         per_s = args.batch_size / step
         achieved = flops * per_s / 1e9
