@@ -143,6 +143,20 @@ def test_a_corrupt_scan_is_skipped_and_reported(model_path, tmp_path, capsys):
     assert not list((tmp_path / "out").glob("bad*"))
 
 
+def test_a_run_that_segments_nothing_leaves_no_new_folder(model_path, tmp_path, capsys):
+    """Its one scan corrupt: exit 2, and the output folders it would have made are gone."""
+    bad = tmp_path / "in" / "bad.mnc"
+    bad.parent.mkdir()
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(300))
+    assert _predict(model_path, tmp_path / "new" / "out", bad) == 2
+    assert "bad.mnc" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    # a folder that was there before is kept, empty or not
+    (tmp_path / "mine").mkdir()
+    assert _predict(model_path, tmp_path / "mine", bad) == 2
+    assert (tmp_path / "mine").is_dir()
+
+
 def test_a_label_map_beside_its_scan_is_refused_not_segmented(model_path, tmp_path, capsys):
     # a subject's folder holds the scan and its labels; only the scan is segmented
     volume, labels = _scan(33)

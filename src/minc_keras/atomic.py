@@ -58,6 +58,41 @@ def check_writable(path: str | os.PathLike, *, clobber: bool = False) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def removed_if_left_empty(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield ``folder``; afterwards remove it, and the parents made with it, if left empty.
+
+    Only folders that did not exist on entry are removed, and only while empty, so a
+    command that wrote nothing (its one scan failed, say) leaves no trace behind.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> with removed_if_left_empty(root / "a" / "b") as out:
+    ...     out.mkdir(parents=True)
+    >>> sorted(p.name for p in root.iterdir())
+    []
+    >>> with removed_if_left_empty(root / "a" / "b") as out:
+    ...     out.mkdir(parents=True); (out / "kept.txt").write_text("x")
+    1
+    >>> sorted(p.name for p in (root / "a").iterdir())
+    ['b']
+    """
+    folder = Path(folder)
+    made = []  # deepest first
+    missing = folder.absolute()
+    while not missing.exists() and missing != missing.parent:
+        made.append(missing)
+        missing = missing.parent
+    try:
+        yield folder
+    finally:
+        for path in made:
+            try:
+                path.rmdir()
+            except OSError:  # not empty (or gone): keep it and everything above
+                break
+
+
 def _default_mode() -> int:
     """The mode of a new file under the current umask (0644 with the usual 022)."""
     try:  # Linux shows the umask without changing it (os.umask would, for a moment)

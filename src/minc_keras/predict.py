@@ -20,7 +20,13 @@ import numpy as np
 import pandas as pd
 
 from minc_keras import __version__
-from minc_keras.atomic import atomic_output, check_writable, file_lock, write_text_atomic
+from minc_keras.atomic import (
+    atomic_output,
+    check_writable,
+    file_lock,
+    removed_if_left_empty,
+    write_text_atomic,
+)
 from minc_keras.errors import DatasetError, MincKerasError, OutputExistsError, UsageError
 from minc_keras.io import IMAGE_SUFFIXES, Volume, output_suffix, read_volume, write_volume
 from minc_keras.process_recycling import SCANS_PER_PROCESS, segment_in_fresh_processes
@@ -307,44 +313,46 @@ def predict_scans(model_path: str | os.PathLike, inputs: list[str], out_dir: str
 
         segmenter = load_segmenter(Path(model_path), tta=tta)  # checks the model up front
     out_dir = Path(out_dir)
-    # an output folder that cannot be written fails once, not once per scan
-    check_writable(out_dir / "volumes.csv", clobber=True)
-    report = PredictReport()
-    table_path = out_dir / "volumes.csv"
+    # a run that segments nothing (its one scan failed) leaves no empty folder behind
+    with removed_if_left_empty(out_dir):
+        # an output folder that cannot be written fails once, not once per scan
+        check_writable(out_dir / "volumes.csv", clobber=True)
+        report = PredictReport()
+        table_path = out_dir / "volumes.csv"
 
-    def record(row: dict) -> None:
-        # volumes.csv grows scan by scan, so a killed job keeps the rows of the scans done
-        report.rows.append(row)
-        report.table_path = update_volume_table(table_path, [row])
+        def record(row: dict) -> None:
+            # volumes.csv grows scan by scan, so a killed job keeps the rows of the scans done
+            report.rows.append(row)
+            report.table_path = update_volume_table(table_path, [row])
 
-    if skip_existing and not clobber:
-        report.skipped = [p for p in scans if _outputs(p, out_dir)[0].exists()]
-        scans = [p for p in scans if not _outputs(p, out_dir)[0].exists()]
-        if restore_missing_rows(table_path, [_outputs(p, out_dir)[1] for p in report.skipped]):
-            report.table_path = table_path
-    if scheduler == "dask" and scans:
-        from minc_keras.cohort import segment_on_dask
+        if skip_existing and not clobber:
+            report.skipped = [p for p in scans if _outputs(p, out_dir)[0].exists()]
+            scans = [p for p in scans if not _outputs(p, out_dir)[0].exists()]
+            if restore_missing_rows(table_path, [_outputs(p, out_dir)[1] for p in report.skipped]):
+                report.table_path = table_path
+        if scheduler == "dask" and scans:
+            from minc_keras.cohort import segment_on_dask
 
-        report.failures = segment_on_dask(
-            Path(model_path), scans, out_dir, clobber=clobber,
-            save_probabilities=save_probabilities, batch_size=batch_size, tta=tta,
-            workers=workers, address=scheduler_address, quiet=quiet, on_done=record)
-        scans = []
-    if in_fresh_processes and scans:
-        report.failures = segment_in_fresh_processes(
-            Path(model_path), scans, out_dir, clobber=clobber,
-            save_probabilities=save_probabilities, batch_size=batch_size, tta=tta, quiet=quiet,
-            on_done=record, scans_per_process=scans_per_process)
-        scans = []
-    for path in progress(scans, desc="segmenting", unit="scan", disable=quiet):
-        try:
-            record(segment_file(segmenter, path, out_dir, model_path=Path(model_path),
-                                clobber=clobber, save_probabilities=save_probabilities,
-                                batch_size=batch_size))
-        except MincKerasError as exc:
-            log.warning("skipped %s: %s", path, exc)
-            report.failures.append((path, str(exc)))
-    return report
+            report.failures = segment_on_dask(
+                Path(model_path), scans, out_dir, clobber=clobber,
+                save_probabilities=save_probabilities, batch_size=batch_size, tta=tta,
+                workers=workers, address=scheduler_address, quiet=quiet, on_done=record)
+            scans = []
+        if in_fresh_processes and scans:
+            report.failures = segment_in_fresh_processes(
+                Path(model_path), scans, out_dir, clobber=clobber,
+                save_probabilities=save_probabilities, batch_size=batch_size, tta=tta, quiet=quiet,
+                on_done=record, scans_per_process=scans_per_process)
+            scans = []
+        for path in progress(scans, desc="segmenting", unit="scan", disable=quiet):
+            try:
+                record(segment_file(segmenter, path, out_dir, model_path=Path(model_path),
+                                    clobber=clobber, save_probabilities=save_probabilities,
+                                    batch_size=batch_size))
+            except MincKerasError as exc:
+                log.warning("skipped %s: %s", path, exc)
+                report.failures.append((path, str(exc)))
+        return report
 
 
 def restore_missing_rows(table_path: Path, sidecars: list[Path]) -> int:
