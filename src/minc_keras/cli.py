@@ -126,6 +126,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        action=argparse.BooleanOptionalAction, default=False,
                        help="show the training slices that hold the rarest tissue class (the "
                        "ventricles of tissue labels) twice per epoch (default off)")
+    group.add_argument("--shared-views", dest="shared_views",
+                       action=argparse.BooleanOptionalAction, default=False,
+                       help="train one network on the slices of every view (their batches "
+                       "interleaved) for the whole time budget, instead of one network per "
+                       "view for its share; prediction still runs it along every view "
+                       "(default off)")
     group.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=False,
                        help="once trained, fit a probability offset per class that maximises "
                        "Dice on the validation scans and store it in the model, for every "
@@ -296,7 +302,7 @@ def _train_options(args: argparse.Namespace):
         class_names=args.class_names, views=args.views,
         quiet=args.quiet or args.verbose == 0, time_budget=args.time_budget,
         schedule=args.schedule, augment=args.augment, augment_atrophy=args.augment_atrophy,
-        oversample_rare=args.oversample_rare,
+        oversample_rare=args.oversample_rare, shared_views=args.shared_views,
         calibrate=args.calibrate,
         precision=args.precision,
         recipe=args.recipe, resume=args.resume, devices=args.devices,

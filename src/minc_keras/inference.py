@@ -156,8 +156,11 @@ class Segmenter:
         return [info["view"] for _, info in self.members]
 
     def count_params(self) -> int:
-        """Parameters of all members together."""
-        return sum(model.count_params() for model, _ in self.members)
+        """Parameters of all members together (a network the views share counted once)."""
+        shared = [model for model, info in self.members if info.get("shared_network")]
+        return (sum(model.count_params() for model, info in self.members
+                    if not info.get("shared_network"))
+                + (shared[0].count_params() if shared else 0))
 
     def probabilities(self, volume: np.ndarray, *, batch_size: int = 8) -> np.ndarray:
         """Averaged class probabilities of a preprocessed RAS-ordered volume.

@@ -11,9 +11,11 @@ share of the work, and their last, smaller batch would compile once more.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
+from collections.abc import Iterator
 
 import keras
 
@@ -85,6 +87,24 @@ def compile_train_step(model: keras.Model, dataset: keras.utils.PyDataset
         if _failure is not None:
             model.make_train_function(force=True)
     return time.perf_counter() - start, _failure is None
+
+
+@contextlib.contextmanager
+def static_shapes() -> Iterator[None]:
+    """Inside this block a compiled step meeting a new input shape compiles it static.
+
+    A network shared by several views (``--shared-views``) sees each view's slice size:
+    each gets its own graph, compiled up front by :func:`compile_train_step`, instead of
+    PyTorch recompiling the step for symbolic sizes (which failed in inductor for the
+    U-Net). Nothing changes on other backends or for eager steps.
+    """
+    if keras.backend.backend() != "torch":
+        yield
+        return
+    import torch
+
+    with torch._dynamo.config.patch(automatic_dynamic_shapes=False):
+        yield
 
 
 def _reason(error: Exception) -> str:

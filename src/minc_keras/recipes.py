@@ -31,7 +31,8 @@ RECIPES: dict[str, dict[str, object]] = {
         "model_type": "model_0_0", "input_stride": 1, "refine_filters": 0, "epochs": 10,
         "batch_size": 1, "lr": 1e-4, "loss": "categorical_crossentropy", "pad": 0,
         "views": ["axial"], "time_budget": None, "schedule": "constant", "augment": False,
-        "augment_atrophy": False, "oversample_rare": False, "calibrate": False,
+        "augment_atrophy": False, "oversample_rare": False, "shared_views": False,
+        "calibrate": False,
         "jit_compile": False,
     },
     "default": {
@@ -39,7 +40,8 @@ RECIPES: dict[str, dict[str, object]] = {
         "epochs": 1000, "batch_size": 8, "lr": 2e-3, "loss": "dice_wce", "pad": 3,
         "views": ["axial", "coronal", "sagittal"],
         "time_budget": 18.0, "schedule": "cosine", "augment": True,
-        "augment_atrophy": True, "oversample_rare": False, "calibrate": True,
+        "augment_atrophy": True, "oversample_rare": False, "shared_views": False,
+        "calibrate": True,
         "jit_compile": True,
     },
     "fast": {
@@ -47,7 +49,8 @@ RECIPES: dict[str, dict[str, object]] = {
         "epochs": 1000, "batch_size": 8, "lr": 2e-3, "loss": "dice_wce", "pad": 3,
         "views": ["axial"],
         "time_budget": 4.0, "schedule": "cosine", "augment": True,
-        "augment_atrophy": True, "oversample_rare": False, "calibrate": True,
+        "augment_atrophy": True, "oversample_rare": False, "shared_views": False,
+        "calibrate": True,
         "jit_compile": False,
     },
 }

@@ -19,13 +19,13 @@ from minc_keras.atomic import atomic_output, write_text_atomic
 from minc_keras.calibrate import ATROPHY_VOXELS, Calibration, calibrate_model
 from minc_keras.data.augment import SliceAugmenter, VolumeAugmenter, darkest_class
 from minc_keras.data.cache import CROP_MARGIN, SliceCache
-from minc_keras.data.dataset import SliceDataset, slice_size
+from minc_keras.data.dataset import InterleavedViews, SliceDataset, slice_size
 from minc_keras.data.patches import PATCH_SIZE, PatchDataset
 from minc_keras.data.preprocess import VIEW_AXES, VOLUME_VIEW
 from minc_keras.errors import UsageError
 from minc_keras.evaluate import check_classes, load_trained
-from minc_keras.jit import compile_train_step
-from minc_keras.model_info import attach_info
+from minc_keras.jit import compile_train_step, static_shapes
+from minc_keras.model_info import attach_info, read_info
 from minc_keras.models import (
     SpatialMultiple,
     build_model,
@@ -64,7 +64,9 @@ class TrainOptions:
     them too). ``jit_compile`` compiles each slice view's training step before it trains
     (:mod:`minc_keras.jit`; the 3-D network's ``volume`` view trains eagerly); the
     compiling counts against ``time_budget``, and the cosine schedule runs over the time
-    left.
+    left. ``shared_views`` trains one network on the slices of all ``views`` (their
+    batches interleaved) for the whole budget, instead of one network per view for its
+    share; each view's model file then holds that network.
     """
 
     model_type: str = "model_0_0"
@@ -94,6 +96,7 @@ class TrainOptions:
     augment: bool = False
     augment_atrophy: bool = False
     oversample_rare: bool = False
+    shared_views: bool = False
     calibrate: bool = False
     precision: str = "float32"
     recipe: str | None = None
@@ -231,6 +234,9 @@ def _build_network(cache: SliceCache, options: TrainOptions, view: str,
         "crop_margin": CROP_MARGIN, "voxel_sizes_mm": [float(v) for v in voxel],
         "source": cache.manifest.get("config", {}),
         "ensemble": list(ensemble or []),
+        # one network in every view's file: its parameters count once
+        **({"shared_network": True} if options.shared_views and len(options.views) > 1
+           else {}),
     }
     return attach_info(core, info), info
 
@@ -438,6 +444,19 @@ def _kept_model(path: Path, cache: SliceCache) -> keras.Model:
     return model
 
 
+def _kept_parameters(paths: list[Path], cache: SliceCache) -> int:
+    """Parameters of the kept models at ``paths``, a network the views share counted once."""
+    total, shared = 0, False
+    for path in paths:
+        model = _kept_model(path, cache)
+        if read_info(model).get("shared_network"):
+            if shared:
+                continue
+            shared = True
+        total += model.count_params()
+    return total
+
+
 def _clean_temporaries(folder: Path) -> None:
     """Remove the temporary files a killed run left behind (see :mod:`minc_keras.atomic`)."""
     for stale in folder.rglob(".*.tmp*"):
@@ -514,7 +533,7 @@ def train(target: str | Path, options: TrainOptions) -> TrainResult:
         _refuse_unfinished(target, options)
         log.info("%s exists; evaluating it without retraining (pass --clobber to retrain)",
                  paths[0])
-        parameters = sum(_kept_model(p, cache).count_params() for p in paths if p.exists())
+        parameters = _kept_parameters([p for p in paths if p.exists()], cache)
         history = json.loads(history_path.read_text()) if history_path.exists() else {}
         return TrainResult(paths[0], parameters, history, 0.0, trained=False)
 
@@ -540,27 +559,32 @@ def train(target: str | Path, options: TrainOptions) -> TrainResult:
 
 def _train_views(target: Path, cache: SliceCache, paths: list[Path],
                  options: TrainOptions) -> TrainResult:
-    """Train (or keep, when resuming) the model of each view in turn."""
+    """Train (or keep, when resuming) the network of each view, or the one they share."""
     result = TrainResult(paths[0], 0, {}, 0.0, trained=not options.make_model_only)
-    spent = 0.0  # training seconds of the views before this one, earlier runs included
+    spent = 0.0  # training seconds of the networks before this one, earlier runs included
     # what the training labels decide, looked at once for all views
     sampling = {} if options.make_model_only else {
         "augment": _augmenter(cache, options, volume=options.views == [VOLUME_VIEW]),
         "repeat_class": _rare_class(cache, options)}
-    for done, (view, path) in enumerate(zip(options.views, paths, strict=True)):
+    # the views each network learns: all of them, or one apiece
+    units = [options.views] if options.shared_views else [[view] for view in options.views]
+    for done, views in enumerate(units):
+        view, path = views[0], paths[options.views.index(views[0])]
+        copies = [(v, paths[options.views.index(v)]) for v in views[1:]]
         last, state_path = checkpoint_paths(target, view, options.views)
         state = read_state(state_path) if options.resume else None
         if state is not None and state.get("complete") and path.exists():
-            log.info("%s view: finished earlier, kept", view)
+            log.info("%s: finished earlier, kept", _named(views))
             result.parameters += _kept_model(path, cache).count_params()
             result.histories[view] = _read_history(target, view, options.views)
             spent += float(state.get("seconds", 0.0))
+            _save_for_views(path, copies, cache, clobber=True)  # a kill may have come first
             continue
         keras.utils.set_random_seed(options.seed)
         model, info = build_network(cache, options, view, ensemble=[p.name for p in paths])
         info["precision"] = options.precision
         if state is not None and last.exists():
-            log.info("%s view: resuming after epoch %d of %d from %s", view,
+            log.info("%s: resuming after epoch %d of %d from %s", _named(views),
                      state["epochs_done"], options.epochs, last)
             model = keras.saving.load_model(last)
         else:
@@ -572,17 +596,49 @@ def _train_views(target: Path, cache: SliceCache, paths: list[Path],
         if options.make_model_only:
             with atomic_output(path, clobber=options.clobber) as tmp:
                 model.save(tmp)
+            _save_for_views(path, copies, cache, clobber=options.clobber)
             continue
         budget = None
-        if options.time_budget:  # what is left, shared by the views still to train
-            budget = max((options.time_budget * 60 - spent) / (len(options.views) - done), 1.0)
-        history, seconds = _fit(model, info, cache, options, view, path, target, budget,
+        if options.time_budget:  # what is left, shared by the networks still to train
+            budget = max((options.time_budget * 60 - spent) / (len(units) - done), 1.0)
+        history, seconds = _fit(model, info, cache, options, views, path, target, budget,
                                 resumed=state, **sampling)
+        _save_for_views(path, copies, cache, clobber=True)
         result.histories[view] = history
         result.seconds += seconds
         spent += seconds
     result.history = result.histories.get(options.views[0], {})
     return result
+
+
+def _named(views: list[str]) -> str:
+    """How the log names a network by its views.
+
+    >>> _named(["axial"]), _named(["axial", "coronal"])
+    ('axial view', 'shared network of the axial, coronal views')
+    """
+    if len(views) == 1:
+        return f"{views[0]} view"
+    return f"shared network of the {', '.join(views)} views"
+
+
+def _save_for_views(path: Path, copies: list[tuple[str, Path]], cache: SliceCache, *,
+                    clobber: bool) -> None:
+    """Save the network at ``path`` once more for each ``(view, path)`` of ``copies``.
+
+    Each copy carries its own view's metadata (the slice size it pads to), so prediction
+    runs the shared network along every view, as it would separate ones.
+    """
+    if not copies:
+        return
+    model, info = load_trained(path, compile=False)
+    network = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    for view, copy in copies:
+        mine = {**info, "view": view,
+                "slice_size": list(slice_size(cache, view, info["multiple"]))}
+        mine.pop("class_offsets", None)  # prediction takes them from the first file
+        with atomic_output(copy, clobber=clobber) as tmp:
+            attach_info(network, mine).save(tmp)
 
 
 def _read_history(target: Path, view: str, views: list[str]) -> dict:
@@ -650,45 +706,56 @@ def _rare_class(cache: SliceCache, options: TrainOptions) -> int | None:
     return rare
 
 
-def _fit(model: keras.Model, info: dict, cache: SliceCache, options: TrainOptions, view: str,
-         path: Path, target: Path, budget: float | None = None, *,
+def _fit(model: keras.Model, info: dict, cache: SliceCache, options: TrainOptions,
+         views: list[str], path: Path, target: Path, budget: float | None = None, *,
          resumed: dict | None = None, augment: SliceAugmenter | None = None,
          repeat_class: int | None = None) -> tuple[dict, float]:
-    """Fit one view's model, saving the best and the last checkpoint; return its history.
+    """Fit one network on ``views``, saving the best and the last checkpoint; return its history.
 
     ``budget`` (seconds) stops the fit when spent; the cosine schedule then runs on time.
     ``resumed`` (a progress record of :class:`_BestAndLast`) continues an interrupted fit:
     epochs, best value and seconds already spent carry on. The seconds returned include
     those of the interrupted run. ``augment`` and ``repeat_class`` are the training slices'
-    augmentation and oversampled class (:func:`_augmenter`, :func:`_rare_class`).
+    augmentation and oversampled class (:func:`_augmenter`, :func:`_rare_class`). Several
+    ``views`` (``--shared-views``) train the network on all their slices, interleaved; the
+    checkpoints and history are then the first view's.
     """
+    view = views[0]
     if view == VOLUME_VIEW:  # random cubes for training, whole scans for validation
         common = {"batch_size": options.batch_size, "num_outputs": info["num_outputs"],
                   "multiple": info["multiple"]}
         train_data = PatchDataset(cache, "train", seed=options.seed, augment=augment,
                                   rare_class=repeat_class, **common)
         validate_data = PatchDataset(cache, "validate", patch_size=None, **common)
+        train_parts = [train_data]
     else:
-        common = {"view": view, "batch_size": options.batch_size,
-                  "num_outputs": info["num_outputs"], "multiple": info["multiple"]}
-        # every training step sees a full batch (the slices left over change each epoch);
-        # with several devices validation batches must split evenly too
-        train_data = SliceDataset(cache, "train", shuffle=True, seed=options.seed,
-                                  augment=augment, drop_remainder=True,
-                                  repeat_class=repeat_class, **common)
-        if len(train_data) == 0 and options.devices == 1:  # fewer slices than one batch
-            train_data.drop_remainder = False
-        validate_data = SliceDataset(cache, "validate", drop_remainder=options.devices > 1,
-                                     **common)
+        train_parts, validate_parts = [], []
+        for each in views:
+            common = {"view": each, "batch_size": options.batch_size,
+                      "num_outputs": info["num_outputs"], "multiple": info["multiple"]}
+            # every training step sees a full batch (the slices left over change each
+            # epoch); with several devices validation batches must split evenly too
+            part = SliceDataset(cache, "train", shuffle=True, seed=options.seed,
+                                augment=augment, drop_remainder=True,
+                                repeat_class=repeat_class, **common)
+            if len(part) == 0 and options.devices == 1:  # fewer slices than one batch
+                part.drop_remainder = False
+            train_parts.append(part)
+            validate_parts.append(SliceDataset(cache, "validate",
+                                               drop_remainder=options.devices > 1, **common))
+        train_data, validate_data = train_parts[0], validate_parts[0]
+        if len(views) > 1:
+            train_data = InterleavedViews(train_parts, shuffle=True, seed=options.seed)
+            validate_data = InterleavedViews(validate_parts)
     if len(train_data) == 0:
         raise UsageError(f"the training split in {target / 'data'} holds no slices to learn from"
                          if train_data.num_slices == 0 else
                          f"the training split in {target / 'data'} holds fewer slices "
                          f"({train_data.num_slices}) than one batch; lower --batch-size")
     unit = ("cubes per epoch", "scans") if view == VOLUME_VIEW else ("slices", "slices")
-    log.info("training %s, %s view (%d parameters) on %d %s, validating on %d %s, on %s",
-             options.model_type, view, model.count_params(), train_data.num_slices, unit[0],
-             validate_data.num_slices, unit[1], accelerator() or "the CPU")
+    log.info("training %s, %s (%d parameters) on %d %s, validating on %d %s, on %s",
+             options.model_type, _named(views), model.count_params(), train_data.num_slices,
+             unit[0], validate_data.num_slices, unit[1], accelerator() or "the CPU")
     last, _ = checkpoint_paths(target, view, options.views)
     suffix = "" if view == options.views[0] else f"_{view}"
     history = {}
@@ -706,17 +773,20 @@ def _fit(model: keras.Model, info: dict, cache: SliceCache, options: TrainOption
         log.info("volume view: trains eagerly (--jit-compile is for slice views: the 3-D "
                  "network's step does not compile into one graph)")
     elif to_train and options.jit_compile:
-        compiling, compiled = compile_train_step(model, train_data)
+        compiled = True
+        for part in train_parts:  # one graph per view's slice size, compiled up front
+            seconds, compiled = compile_train_step(model, part)
+            compiling += seconds
         if compiled:
-            log.info("%s view: training step compiled in %.0f s", view, compiling)
+            log.info("%s: training step compiled in %.0f s", _named(views), compiling)
         saver.seconds_before += compiling  # spent, as training time is
         if budget is not None and compiling > budget / 4:
-            log.warning("%s view: compiling took %.0f s of its %.0f s; with budgets this "
-                        "short, train without --jit-compile", view, compiling, budget)
+            log.warning("%s: compiling took %.0f s of its %.0f s; with budgets this "
+                        "short, train without --jit-compile", _named(views), compiling, budget)
     callbacks: list[keras.callbacks.Callback] = [_EpochOrder(train_data), saver]
     if budget is not None:
         left = budget - saver.seconds_before
-        log.info("%s view: training for at most %.1f min", view, left / 60)
+        log.info("%s: training for at most %.1f min", _named(views), left / 60)
         # leave room for the last validation and checkpoint after the deadline
         callbacks.insert(0, _TimeBudget(time.perf_counter() + left - budget * 0.03))
     if options.schedule == "cosine":  # over the training time, compiling left out
@@ -727,9 +797,10 @@ def _fit(model: keras.Model, info: dict, cache: SliceCache, options: TrainOption
                                             seconds_done=saver.seconds_before - compiling,
                                             steps_done=first_epoch * len(train_data)))
     if to_train:  # even when compiling used up the budget: one batch, one checkpoint
-        model.fit(train_data, validation_data=validate_data if len(validate_data) else None,
-                  epochs=options.epochs, initial_epoch=first_epoch, callbacks=callbacks,
-                  shuffle=False,  # the dataset shuffles, by seed and epoch (resumable)
-                  verbose=_keras_verbosity(options.quiet))
+        with static_shapes():  # the views' slice sizes each keep their own graph
+            model.fit(train_data, validation_data=validate_data if len(validate_data) else None,
+                      epochs=options.epochs, initial_epoch=first_epoch, callbacks=callbacks,
+                      shuffle=False,  # the dataset shuffles, by seed and epoch (resumable)
+                      verbose=_keras_verbosity(options.quiet))
     saver.write_state(complete=True)
     return saver.history, saver.seconds

@@ -183,3 +183,61 @@ class SliceDataset(keras.utils.PyDataset):
         if self.shuffle:
             self._order = np.random.default_rng([self.seed, epoch]).permutation(len(self._order))
 
+
+
+class InterleavedViews(keras.utils.PyDataset):
+    """The batches of several views' :class:`SliceDataset` s, interleaved, for one network.
+
+    Each batch holds the slices of one view (the views' slices differ in size); with
+    ``shuffle`` the batches of all views come in an order fixed by ``seed`` and the epoch,
+    otherwise view after view.
+
+    Parameters
+    ----------
+    parts : list of SliceDataset
+        One per view, over the same split category.
+    shuffle : bool
+    seed : int
+
+    Examples
+    --------
+    >>> class Part(list):
+    ...     num_slices = 0
+    ...     def set_epoch(self, epoch): pass
+    >>> views = InterleavedViews([Part("ab"), Part("xyz")])
+    >>> len(views), [views[i] for i in range(len(views))]
+    (5, ['a', 'b', 'x', 'y', 'z'])
+    >>> mixed = InterleavedViews([Part("ab"), Part("xyz")], shuffle=True, seed=1)
+    >>> sorted(mixed[i] for i in range(len(mixed))) == ['a', 'b', 'x', 'y', 'z']
+    True
+    """
+
+    def __init__(self, parts: list[SliceDataset], *, shuffle: bool = False, seed: int = 0,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.parts = parts
+        self.shuffle = shuffle
+        self.seed = seed
+        self._batches = np.array([(k, i) for k, part in enumerate(parts)
+                                  for i in range(len(part))], dtype=np.int64).reshape(-1, 2)
+        self._order = np.arange(len(self._batches))
+        self.set_epoch(0)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    @property
+    def num_slices(self) -> int:
+        """Number of slices per epoch, all views together."""
+        return sum(part.num_slices for part in self.parts)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        part, batch = self._batches[self._order[i]]
+        return self.parts[part][int(batch)]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Order the batches (and each view's slices) as epoch ``epoch`` (0-based) does."""
+        for part in self.parts:
+            part.set_epoch(epoch)
+        if self.shuffle:
+            self._order = np.random.default_rng([self.seed, epoch]).permutation(len(self._batches))
