@@ -79,3 +79,16 @@ def test_resume_writes_the_views_files_a_kill_left_missing(prepared, capsys):
     assert "was interrupted (sagittal view" in capsys.readouterr().err
     assert main(["train", "--target", str(prepared), "--resume", "--quiet"]) == 0
     assert load_trained(copy, compile=False)[1]["view"] == "sagittal"
+
+
+def test_a_shared_network_draws_one_learning_curve(prepared):
+    from minc_keras.pipeline import train_and_report
+
+    report = prepared / "report"
+    report.mkdir(exist_ok=True)
+    stale = report / "learning_curves_coronal.png"  # from a run of one network per view
+    stale.write_bytes(b"old curve")
+    _, figures = train_and_report(prepared, _options(epochs=1))
+    assert figures == [report / "learning_curves.png"]
+    assert figures[0].is_file()
+    assert not stale.exists()

@@ -40,6 +40,10 @@ def train_and_report(target: str | Path, options: TrainOptions) -> tuple[TrainRe
             figures.append(plot_history(history,
                                         Path(target) / "report" / f"learning_curves{suffix}.png",
                                         class_names=class_names))
+    if result.trained:  # a shared network has one curve: drop the views' curves of a run before
+        for view in options.views[1:]:
+            if view not in result.histories:
+                (Path(target) / "report" / f"learning_curves_{view}.png").unlink(missing_ok=True)
     return result, figures
 
 
