@@ -149,7 +149,9 @@ def test_a_run_that_segments_nothing_leaves_no_new_folder(model_path, tmp_path, 
     bad.parent.mkdir()
     bad.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(300))
     assert _predict(model_path, tmp_path / "new" / "out", bad) == 2
-    assert "bad.mnc" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "bad.mnc" in printed.err
+    assert f"{tmp_path / 'new' / 'out'} was not made" in printed.out
     assert not (tmp_path / "new").exists()
     # a folder that was there before is kept, empty or not
     (tmp_path / "mine").mkdir()

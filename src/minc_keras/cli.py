@@ -11,6 +11,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from minc_keras import __version__
 from minc_keras.errors import MincKerasError
@@ -390,7 +391,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                            skip_existing=args.skip_existing or args.scheduler == "dask",
                            scheduler=args.scheduler, workers=args.workers,
                            scheduler_address=args.scheduler_address)
-    print(f"segmented {_scans(len(report.rows))} into {args.output}")
+    if Path(args.output).is_dir():
+        print(f"segmented {_scans(len(report.rows))} into {args.output}")
+    else:  # nothing segmented, and the folders made for the run were removed
+        print(f"segmented {_scans(0)}; {args.output} was not made")
     if report.skipped:
         print(f"left out {_scans(len(report.skipped))} whose labels exist already "
               "(--clobber redoes them)")
