@@ -5,7 +5,8 @@ Measures, in one run on this machine:
 - preprocessing: volumes per second building the cache (read MINC2, reorient,
   normalise, crop, write), median of repeated builds;
 - training: slices per second of ``fit`` for a model, and the FLOP/s that achieves as a
-  fraction of this machine's fp32 matmul rate measured in the same process: the steps run
+  fraction of this machine's fp32 matmul rate measured in the same process (the faster
+  of the Keras backend's and numpy's BLAS, ``_common.matmul_gflops``): the steps run
   in ``--rounds`` rounds, each followed by a measurement of the matmul rate (which moved
   by up to a fifth within minutes on the development machine), and the median of the
   rounds' ratios is reported with their range;

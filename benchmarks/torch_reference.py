@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _common import median_seconds
+from _common import matmul_gflops, median_seconds
 
 FILTERS = (16, 16, 32, 32, 64, 64)
 HEIGHT, WIDTH = 160, 192
@@ -40,13 +40,6 @@ def forward_flops_per_slice() -> float:
         total += 2.0 * HEIGHT * WIDTH * 9 * channels * filters
         channels = filters
     return total + 2.0 * HEIGHT * WIDTH * channels * CLASSES
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """fp32 matrix-multiply rate through PyTorch, GFLOP/s (median of ``repeats``)."""
-    a = torch.randn(n, n)
-    a @ a  # warm-up
-    return 2 * n**3 / median_seconds(lambda: a @ a, repeats) / 1e9
 
 
 def step_seconds(layout: str, batch_size: int, steps: int) -> float:
