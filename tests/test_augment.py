@@ -166,3 +166,35 @@ def test_atrophy_is_skipped_for_a_brain_mask_without_a_warning(tmp_path, caplog)
     assert augmenter.probability > 0  # the other augmentation still runs
     assert "atrophy augmentation skipped" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_geometry_and_atrophy_equal_resampling_the_whole_slice():
+    """Resampling only the boxes that can change gives the whole-slice result."""
+    rings, classes = _rings(41)  # a head off the slice's centre, background 0 around
+    image = np.zeros((64, 72), np.float32)
+    labels = np.zeros((64, 72), np.uint8)
+    image[8:49, 26:67], labels[8:49, 26:67] = rings, classes
+    augmenter = SliceAugmenter(flip=0.0)
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        rng.random()  # the draw for mirroring
+        angle = np.deg2rad(rng.uniform(-10, 10))
+        zoom = rng.uniform(0.9, 1.1)
+        matrix = np.array([[np.cos(angle), -np.sin(angle)],
+                           [np.sin(angle), np.cos(angle)]]) / zoom
+        centre = (np.asarray(image.shape) - 1) / 2
+        offset = centre - matrix @ centre
+        out, moved = augmenter.geometry(image, labels, np.random.default_rng(seed))
+        np.testing.assert_allclose(out, ndimage.affine_transform(image, matrix, offset, order=1),
+                                   atol=1e-5)
+        assert (moved != ndimage.affine_transform(labels, matrix, offset, order=0)).sum() <= 2
+    for voxels in (1.0, 3.5, 6.0):  # the warp written out on the whole slice
+        smooth = ndimage.gaussian_filter((labels == 1).astype(np.float32), 1.5 * voxels)
+        gradient = np.stack(np.gradient(smooth))
+        coordinates = np.indices(labels.shape, dtype=np.float32) + (
+            voxels / np.sqrt((gradient**2).sum(axis=0)).max()) * gradient
+        out, grown = expand_class(image, labels, 1, voxels)
+        np.testing.assert_allclose(
+            out, ndimage.map_coordinates(image, coordinates, order=1, mode="nearest"), atol=1e-5)
+        np.testing.assert_array_equal(
+            grown, ndimage.map_coordinates(labels, coordinates, order=0, mode="nearest"))

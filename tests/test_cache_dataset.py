@@ -145,3 +145,21 @@ def test_repeat_class_shows_the_slices_that_hold_it_twice(dataset_root, tmp_path
         holds = bool((np.asarray(cache.label(scan))[k] == 2).any())  # sagittal: axis 0
         assert count == (2 if holds else 1)
     assert 0 < repeated.num_slices - plain.num_slices < plain.num_slices
+
+
+def test_cache_keeps_recent_scans_mapped_but_pickles_without_them(dataset_root, tmp_path,
+                                                                   monkeypatch):
+    import pickle
+
+    import minc_keras.data.cache as cache_module
+
+    cache = build_cache(_rows(dataset_root), tmp_path / "data", config=CONFIG, quiet=True)
+    assert cache.image(0) is cache.image(0)  # mapped once, read many times
+    monkeypatch.setattr(cache_module, "MAPPED_SCANS", 1)
+    first = cache.image(0)
+    cache.label(1), cache.image(1)  # one scan's two files stay mapped: scan 0's went
+    assert cache.image(0) is not first
+    np.testing.assert_array_equal(cache.image(0), first)
+    copy = pickle.loads(pickle.dumps(cache))  # as PyDataset's worker processes get it
+    assert len(pickle.dumps(cache)) < 20_000  # the arrays did not travel
+    np.testing.assert_array_equal(copy.image(0), first)

@@ -103,21 +103,44 @@ class SliceAugmenter:
         matrix = np.array([[cos, -sin], [sin, cos]])
         centre = (np.asarray(image.shape) - 1) / 2
         offset = centre - matrix @ centre
-        image = ndimage.affine_transform(image, matrix, offset, order=1, mode="constant")
-        labels = ndimage.affine_transform(labels, matrix, offset, order=0, mode="constant")
-        return image, labels
+        # Only the output pixels that the head maps to can be non-zero (the background
+        # is 0 in image and labels): resample that box alone, about half the slice.
+        head = nonzero_box((image != 0) | (labels != 0), 1)
+        if head is None:
+            return image, labels
+        corners = np.array(np.meshgrid(*[(s.start, s.stop - 1) for s in head])).reshape(2, -1)
+        mapped = np.linalg.solve(matrix, corners - offset[:, None])
+        low = np.clip(np.floor(mapped.min(axis=1)), 0, None).astype(int)
+        high = np.minimum(np.ceil(mapped.max(axis=1)).astype(int) + 1, image.shape)
+        out_image, out_labels = np.zeros_like(image), np.zeros_like(labels)
+        if np.any(high <= low):  # zoomed or turned out of the slice
+            return out_image, out_labels
+        box = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
+        shape, offset = tuple(high - low), offset + matrix @ low
+        out_image[box] = ndimage.affine_transform(image, matrix, offset, output_shape=shape,
+                                                  order=1, mode="constant")
+        out_labels[box] = ndimage.affine_transform(labels, matrix, offset, output_shape=shape,
+                                                   order=0, mode="constant")
+        return out_image, out_labels
 
     def intensity(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Gamma, a smooth bias field and noise, inside the head only (background stays 0)."""
         head = image > 0
-        if not head.any():
+        box = nonzero_box(head, 0)  # the head's box: outside it all stays 0
+        if box is None:
             return image
-        out = np.clip(image, 0, None) ** np.exp(rng.uniform(-self.gamma, self.gamma))
+        # float32 throughout (a numpy float64 scalar would make every step float64)
+        part = np.clip(image[box], 0, None, dtype=np.float32)
+        part **= float(np.exp(rng.uniform(-self.gamma, self.gamma)))
         if self.bias:
-            out *= self._bias_field(image.shape, rng)
+            part *= self._bias_field(image.shape, rng)[box]
         if self.noise:
-            out += rng.normal(0, rng.uniform(0, self.noise), image.shape)
-        return np.where(head, out, 0).astype(np.float32)
+            sd = rng.uniform(0, self.noise)
+            part += sd * rng.standard_normal(part.shape, dtype=np.float32)
+        part[~head[box]] = 0
+        out = np.zeros(image.shape, np.float32)
+        out[box] = part
+        return out
 
     def _bias_field(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
         """``exp`` of a random linear-plus-quadratic field (2-D or 3-D) with peak ``+-bias``.
@@ -140,6 +163,27 @@ class SliceAugmenter:
             surface += w * (a * b)
         surface *= np.log1p(self.bias) / max(np.abs(surface).max(), 1e-6)
         return np.exp(surface, out=surface)
+
+
+def nonzero_box(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
+    """The bounding box of ``mask``'s true elements grown by ``margin``, inside the array.
+
+    ``None`` when ``mask`` is all false.
+
+    >>> mask = np.zeros((6, 8), bool); mask[2, 3:5] = True
+    >>> nonzero_box(mask, 1)
+    (slice(1, 4, None), slice(2, 6, None))
+    >>> nonzero_box(mask, 9)
+    (slice(0, 6, None), slice(0, 8, None))
+    """
+    box = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if not len(hits):
+            return None
+        box.append(slice(max(int(hits[0]) - margin, 0),
+                         min(int(hits[-1]) + margin + 1, mask.shape[axis])))
+    return tuple(box)
 
 
 def expand_class(image: np.ndarray, labels: np.ndarray, cls: int,
@@ -177,18 +221,25 @@ def expand_class(image: np.ndarray, labels: np.ndarray, cls: int,
     >>> bool(np.all(new_labels[:5] == labels[:5]))  # far away: unchanged
     True
     """
-    mask = labels == cls
-    if voxels <= 0 or not mask.any():
+    sigma = 1.5 * voxels
+    # Nothing moves farther than the smoothing kernel reaches (4 sigma, scipy's default
+    # truncation) from the class: warp that box alone, two voxels wider so that the
+    # gradient at its edges is exactly 0, as it is there in the whole image.
+    box = nonzero_box(labels == cls, int(4.0 * sigma + 0.5) + 2) if voxels > 0 else None
+    if box is None:
         return image, labels
-    smooth = ndimage.gaussian_filter(mask.astype(np.float32), 1.5 * voxels)
+    smooth = ndimage.gaussian_filter((labels[box] == cls).astype(np.float32), sigma)
     gradient = np.stack(np.gradient(smooth))
     peak = float(np.sqrt((gradient**2).sum(axis=0)).max())
     if peak < 1e-8:  # the class fills the whole image
         return image, labels
-    coordinates = np.indices(labels.shape, dtype=np.float32) + (voxels / peak) * gradient
-    image = ndimage.map_coordinates(image, coordinates, order=1, mode="nearest")
-    labels = ndimage.map_coordinates(labels, coordinates, order=0, mode="nearest")
-    return image.astype(np.float32, copy=False), labels
+    corner = np.array([s.start for s in box], np.float32).reshape(-1, *[1] * labels.ndim)
+    coordinates = np.indices(smooth.shape, dtype=np.float32) + corner
+    coordinates += (voxels / peak) * gradient
+    image, labels = np.array(image, np.float32), labels.copy()
+    image[box] = ndimage.map_coordinates(image, coordinates, order=1, mode="nearest")
+    labels[box] = ndimage.map_coordinates(labels, coordinates, order=0, mode="nearest")
+    return image, labels
 
 
 def darkest_class(images: np.ndarray, classes: np.ndarray) -> int | None:
