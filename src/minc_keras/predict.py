@@ -1,7 +1,8 @@
 """``minc-keras predict``: segment new scans in their own grid and format, with volumes and QC.
 
 For every input scan: ``<name>_dseg.<suffix>`` (labels in the scan's grid and format),
-optionally ``<name>_label-<class>_probseg.<suffix>``, and ``<name>_dseg.json`` (model,
+optionally ``<name>_label-<class>_probseg.<suffix>`` (the class name's letters and digits:
+``label-GM``, ``label-label1``), and ``<name>_dseg.json`` (model,
 versions, class names, source, volumes, QC). For the run: ``volumes.csv``. A scan that
 cannot be read is reported and skipped; the others complete.
 """
@@ -12,6 +13,7 @@ import glob
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -93,6 +95,18 @@ def scan_name(path: Path) -> str:
         if lower.endswith(suffix):
             return path.name[: -len(suffix)]
     return path.stem
+
+
+def bids_label(name: str, index: int) -> str:
+    """A class name as the value of a BIDS ``label-`` entity: its letters and digits only.
+
+    BIDS entity values are alphanumeric, and a name such as ``grey matter`` or ``a/b``
+    must not split a file name or make a folder.
+
+    >>> bids_label("label_1", 1), bids_label("grey matter", 2), bids_label("__", 3)
+    ('label1', 'greymatter', 'class3')
+    """
+    return re.sub(r"[^0-9A-Za-z]", "", name) or f"class{index}"
 
 
 def normalised_entropy(probs: np.ndarray, where: np.ndarray) -> float:
@@ -242,7 +256,8 @@ def segment_file(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path:
                 name = info["class_names"][index if result.probabilities.shape[-1] > 1 else 1]
                 written.append(write_volume(
                     Volume(result.probabilities[..., index], volume.affine),
-                    out_dir / f"{scan_name(path)}_label-{name}_probseg{output_suffix(path)}",
+                    out_dir / f"{scan_name(path)}_label-{bids_label(name, index)}_probseg"
+                              f"{output_suffix(path)}",
                     clobber=clobber or unfinished))
         written.append(write_volume(
             Volume(result.labels, volume.affine), label_path, clobber=clobber,
