@@ -8,6 +8,9 @@ every held-out scan of every fold kept there:
 * breaks the ventricle errors of the run's own predictions down by their distance to the
   manual boundary, and the error rate on the boundary by the axis the surface faces
   (``errors``);
+* finds the large pieces (``--piece`` voxels or more) of extra and missed ventricle, what
+  the rater labelled there, and the Dice they cost (``pieces``): a piece of that size is
+  not a boundary error but a place where network and rater disagree on what is ventricle;
 * measures how much the manual ventricles change when each label is replaced by the
   majority of it and its two neighbours along one axis (``tracing``): a rater who traced
   on slices of one orientation varies most from one such slice to the next.
@@ -84,6 +87,30 @@ def error_row(predicted: np.ndarray, truth: np.ndarray, image: np.ndarray) -> di
     return row
 
 
+def piece_row(predicted: np.ndarray, truth: np.ndarray, min_size: int) -> dict:
+    """Large connected pieces of extra and missed ventricle, and what they cost.
+
+    ``predicted`` and ``truth`` hold label values. Returns the voxels in such pieces by the
+    label the other side gave them, and the ventricle Dice with the pieces counted right.
+    """
+    row, fixed = {}, predicted == VENTRICLES
+    names = {0: "unlabelled", **CLASSES}
+    for kind, wrong, other in (("extra", (predicted == VENTRICLES) & (truth != VENTRICLES), truth),
+                               ("missed", (truth == VENTRICLES) & (predicted != VENTRICLES),
+                                predicted)):
+        pieces, _ = ndimage.label(wrong)
+        sizes = np.bincount(pieces.ravel())
+        sizes[0] = 0  # not a piece: the voxels that are right
+        large = np.isin(pieces, np.flatnonzero(sizes >= min_size))
+        row[f"{kind} pieces >= {min_size}"] = int(np.sum(sizes >= min_size))
+        for value, name in names.items():
+            if value != VENTRICLES:
+                row[f"{kind} in them, other said {name}"] = int(np.sum(large & (other == value)))
+        fixed = fixed & ~large if kind == "extra" else fixed | large
+    row["ventricle dice, large pieces right"] = dice(fixed, truth == VENTRICLES)
+    return row
+
+
 def tracing_row(truth: np.ndarray) -> dict:
     """Dice of the ventricles against their 3-slice majority along each axis."""
     row = {}
@@ -101,6 +128,8 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5, help="as given to accuracy.py")
     parser.add_argument("--seed", type=int, default=0, help="as given to accuracy.py")
     parser.add_argument("--source", type=Path, default=DATA / "oasis-dev")
+    parser.add_argument("--piece", type=int, default=100,
+                        help="voxels of a large piece of ventricle error (default 100)")
     parser.add_argument("--atrophied", action="store_true",
                         help="the atrophied copies of the held-out scans, not the scans")
     args = parser.parse_args()
@@ -124,6 +153,7 @@ def main() -> None:
             subject_table.append({"fold": fold, "subject": subject,
                                   **error_row(predicted == VENTRICLES, truth == VENTRICLES,
                                               scan.data.astype(np.float32)),
+                                  **piece_row(predicted, truth, args.piece),
                                   **tracing_row(truth == VENTRICLES)})
             print(f"fold {fold}: {subject}", flush=True)
     if not subject_table:
