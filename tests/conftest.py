@@ -18,8 +18,17 @@ def cohort_model(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def cohort_scans(tmp_path_factory):
-    """Six synthetic scans and one file that is not a scan (``sub-99_T1w.nii.gz``)."""
-    from synthetic import write_scan_folder
+    """Seven synthetic scans and one file that is not a scan (``sub-99_T1w.nii.gz``).
 
-    return write_scan_folder(tmp_path_factory.mktemp("cohort"), range(40, 46),
-                             "sub-99_T1w.nii.gz")
+    The seventh, ``site-b/sub-40_T1w.nii.gz``, has the name of another: the outputs of the
+    two are told apart by their folders (``predict.output_names``).
+    """
+    from synthetic import XYZ_AFFINE, make_subject, write_scan_folder
+
+    from minc_keras.io import Volume, write_volume
+
+    folder = write_scan_folder(tmp_path_factory.mktemp("cohort"), range(40, 46),
+                               "sub-99_T1w.nii.gz")
+    write_volume(Volume(make_subject(46)[0], XYZ_AFFINE.copy()),
+                 folder / "site-b" / "sub-40_T1w.nii.gz")
+    return folder

@@ -27,10 +27,13 @@ def test_dask_gives_the_serial_files_and_survives_a_bad_scan(cohort_model, cohor
     # Dask sets OMP_NUM_THREADS=1 for its workers; our own processes keep their threads
     assert dict(os.environ) == environ
     captured = capsys.readouterr()
-    assert "segmented 6 scans" in captured.out
+    assert "segmented 7 scans" in captured.out
     assert "sub-99_T1w.nii.gz" in captured.err  # listed as failed, the others done
     serial = sorted(p.name for p in (tmp_path / "serial").iterdir())
     assert sorted(p.name for p in (tmp_path / "dask").iterdir()) == serial
+    # two scans named sub-40_T1w, told apart by their folders
+    assert "site-b_sub-40_T1w_dseg.nii.gz" in serial
+    assert f"{cohort_scans.name}_sub-40_T1w_dseg.nii.gz" in serial
     for name in serial:
         if name.endswith(".nii.gz"):  # NIfTI output has no time stamps: byte for byte
             assert (tmp_path / "dask" / name).read_bytes() == \
@@ -43,7 +46,7 @@ def test_dask_gives_the_serial_files_and_survives_a_bad_scan(cohort_model, cohor
     assert _predict(cohort_model, tmp_path / "dask", cohort_scans, "--scheduler", "dask",
                     "--workers", "2") == 2
     out = capsys.readouterr().out
-    assert "left out 6 scans" in out
+    assert "left out 7 scans" in out
     assert "segmented 0 scans" in out
 
 

@@ -332,3 +332,31 @@ def test_skip_existing_restores_rows_missing_from_volumes_csv(model_path, tmp_pa
     assert _predict(model_path, out, *scans, extra=("--skip-existing",)) == 0
     assert f"wrote {out / 'volumes.csv'}" in capsys.readouterr().out
     pd.testing.assert_frame_equal(pd.read_csv(out / "volumes.csv"), before)
+
+
+def test_one_name_in_two_formats_keeps_both_sidecars(model_path, tmp_path):
+    """T1.mnc and T1.nii.gz side by side: each keeps its own labels and sidecar."""
+    volume, _ = _scan(61)
+    mnc = write_volume(Volume(volume.data.transpose(2, 1, 0).copy(),
+                              volume.affine[:, [2, 1, 0, 3]]), tmp_path / "in" / "T1.mnc")
+    nii = write_volume(volume, tmp_path / "in" / "T1.nii.gz")
+    assert _predict(model_path, tmp_path / "out", tmp_path / "in") == 0
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("[!.]*")) == [
+        "T1_mnc_dseg.json", "T1_mnc_dseg.mnc", "T1_niigz_dseg.json", "T1_niigz_dseg.nii.gz",
+        "volumes.csv"]
+    for sidecar, scan in (("T1_mnc_dseg.json", mnc), ("T1_niigz_dseg.json", nii)):
+        assert json.loads((out / sidecar).read_text())["source"] == str(scan.resolve())
+    table = pd.read_csv(out / "volumes.csv")
+    assert len(table) == 2
+    np.testing.assert_allclose(table["GM_ml"], table["GM_ml"].iloc[0], rtol=0.01)  # one scan
+
+
+def test_names_that_cannot_be_told_apart_are_refused(tmp_path):
+    from minc_keras.errors import UsageError
+    from minc_keras.predict import output_names
+
+    clash = [tmp_path / "a" / "T1.mnc", tmp_path / "b" / "T1.mnc", tmp_path / "x" / "a_T1.mnc"]
+    with pytest.raises(UsageError, match=r"a_T1\.mnc would both write a_T1_dseg"):
+        output_names(clash)
+    assert output_names(clash[:2]) == {clash[0]: "a_T1", clash[1]: "b_T1"}

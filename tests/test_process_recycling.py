@@ -28,12 +28,13 @@ def test_chunks_in_fresh_processes_give_the_same_files(cohort_model, cohort_scan
     monkeypatch.setattr(process_recycling, "ProcessPoolExecutor", CountedPool)
     fresh = predict_scans(cohort_model, [str(cohort_scans)], tmp_path / "fresh", quiet=True,
                           scans_per_process=2)
-    assert len(pools) == 4  # 7 scans, 2 per process
+    assert len(pools) == 4  # 8 files, 2 per process
     assert [p.name for p, _ in fresh.failures] == ["sub-99_T1w.nii.gz"]
     assert fresh.failures == one.failures  # the same sentence, from the child
-    assert len(fresh.rows) == 6
+    assert len(fresh.rows) == 7
     names = sorted(p.name for p in (tmp_path / "one").iterdir())
     assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == names
+    assert "site-b_sub-40_T1w_dseg.nii.gz" in names  # the clashing name, told apart
     for name in names:
         if name.endswith(".nii.gz"):  # NIfTI output has no time stamps: byte for byte
             assert (tmp_path / "fresh" / name).read_bytes() == \
@@ -89,5 +90,5 @@ def test_a_killed_child_is_one_sentence_and_a_rerun_goes_on(cohort_model, cohort
     assert "--skip-existing" in str(outcome["error"])
     report = predict_scans(cohort_model, [str(cohort_scans)], out, quiet=True, scans_per_process=2,
                            skip_existing=True)
-    assert len(report.rows) + len(report.skipped) == 6
-    assert len(pd.read_csv(out / "volumes.csv")) == 6
+    assert len(report.rows) + len(report.skipped) == 7
+    assert len(pd.read_csv(out / "volumes.csv")) == 7

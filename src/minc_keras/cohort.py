@@ -30,9 +30,11 @@ def worker_segmenter(model_path: str, tta: bool):
 
 
 def segment_on_worker(path: str, *, model_path: str, out_dir: str, clobber: bool,
-                      save_probabilities: bool, batch_size: int,
-                      tta: bool) -> tuple[str, dict | str]:
+                      save_probabilities: bool, batch_size: int, tta: bool,
+                      name: str | None = None) -> tuple[str, dict | str]:
     """Segment one scan on a worker: ``("done", row)`` or ``("failed", reason)``.
+
+    ``name`` starts the outputs' file names (:func:`minc_keras.predict.output_names`).
 
     Errors about the input become a failure of this scan only; anything else (a bug)
     propagates to the client.
@@ -43,7 +45,7 @@ def segment_on_worker(path: str, *, model_path: str, out_dir: str, clobber: bool
         segmenter = worker_segmenter(model_path, tta)
         row = segment_file(segmenter, Path(path), Path(out_dir), model_path=Path(model_path),
                            clobber=clobber, save_probabilities=save_probabilities,
-                           batch_size=batch_size)
+                           batch_size=batch_size, name=name)
     except MincKerasError as exc:
         return "failed", str(exc)
     return "done", row
@@ -81,7 +83,8 @@ def _connect(workers: int, address: str | None):
     return Client(cluster), cluster
 
 
-def segment_on_dask(model_path: Path, scans: list[Path], out_dir: Path, *, clobber: bool,
+def segment_on_dask(model_path: Path, scans: list[Path], out_dir: Path, *,
+                    names: dict[Path, str] | None = None, clobber: bool,
                     save_probabilities: bool, batch_size: int, tta: bool, workers: int,
                     address: str | None, quiet: bool, on_done: Callable[[dict], None]
                     ) -> list[tuple[Path, str]]:
@@ -95,6 +98,8 @@ def segment_on_dask(model_path: Path, scans: list[Path], out_dir: Path, *, clobb
         Scans to segment, readable from every worker.
     out_dir : Path
         Where the outputs go, writable from every worker.
+    names : dict, optional
+        The name each scan's outputs take (:func:`minc_keras.predict.output_names`).
     clobber, save_probabilities, batch_size, tta
         As for :func:`minc_keras.predict.predict_scans`.
     workers : int
@@ -116,7 +121,8 @@ def segment_on_dask(model_path: Path, scans: list[Path], out_dir: Path, *, clobb
     try:
         log.info("segmenting %d scans on Dask (scheduler %s)", len(scans),
                  client.scheduler.address)
-        futures = {client.submit(segment_on_worker, str(scan), pure=False, **options): scan
+        futures = {client.submit(segment_on_worker, str(scan), pure=False,
+                                 name=(names or {}).get(scan), **options): scan
                    for scan in scans}
         for future in progress(as_completed(futures), total=len(futures), desc="segmenting",
                                unit="scan", disable=quiet):

@@ -97,6 +97,59 @@ def scan_name(path: Path) -> str:
     return path.stem
 
 
+def output_names(scans: list[Path]) -> dict[Path, str]:
+    """The name each scan's outputs take: its file name without the suffix, made unique.
+
+    Scans that share a name (``a/T1.mnc`` and ``b/T1.mnc``, as in a cohort of one folder
+    per subject) are told apart by the fewest parent folders that differ, joined by ``_``
+    (``a_T1``, ``b_T1``); the same name in two formats in one folder by the format
+    (``T1_mnc``, ``T1_niigz``).
+
+    Raises
+    ------
+    UsageError
+        If two scans would still write the same outputs.
+
+    Examples
+    --------
+    >>> names = output_names([Path("/d/a/T1.mnc"), Path("/d/b/T1.mnc"), Path("/d/b/x.nii")])
+    >>> [names[Path(p)] for p in ("/d/a/T1.mnc", "/d/b/T1.mnc", "/d/b/x.nii")]
+    ['a_T1', 'b_T1', 'x']
+    >>> sorted(output_names([Path("/d/T1.mnc"), Path("/d/T1.nii.gz")]).values())
+    ['T1_mnc', 'T1_niigz']
+    """
+    groups: dict[str, list[Path]] = {}
+    for scan in scans:
+        groups.setdefault(scan_name(scan), []).append(scan)
+    names: dict[Path, str] = {}
+    for stem, group in groups.items():
+        names.update(zip(group, _told_apart(stem, group), strict=True))
+    taken: dict[str, Path] = {}
+    for scan, name in names.items():
+        if name in taken:
+            raise UsageError(f"{taken[name]} and {scan} would both write {name}_dseg.*; rename "
+                             "one, or segment them into separate output folders")
+        taken[name] = scan
+    return names
+
+
+def _told_apart(stem: str, group: list[Path]) -> list[str]:
+    """Names for scans that share ``stem``: parent folders first, then the format."""
+    if len(group) == 1:
+        return [stem]
+    folders = [scan.parent.parts[1:] if scan.parent.is_absolute() else scan.parent.parts
+               for scan in group]
+    formats = ["".join(c for c in scan.name[len(stem):] if c.isalnum()).lower() for scan in group]
+    depth = max(len(f) for f in folders)
+    tries = [[f"{'_'.join(f[-k:])}_{stem}" for f in folders] for k in range(1, depth + 1)]
+    tries += [[f"{'_'.join(f[len(f) - k:])}_{stem}_{fmt}".lstrip("_")
+               for f, fmt in zip(folders, formats, strict=True)] for k in range(depth + 1)]
+    for names in tries:
+        if len(set(names)) == len(names):
+            return names
+    return [stem] * len(group)  # the same file twice: refused by the caller
+
+
 def bids_label(name: str, index: int) -> str:
     """A class name as the value of a BIDS ``label-`` entity: its letters and digits only.
 
@@ -175,8 +228,8 @@ def flag_outliers(table: pd.DataFrame, column: str = "qc_entropy") -> pd.Series:
     return (values - median) / mad > QC_OUTLIER_Z
 
 
-def _outputs(path: Path, out_dir: Path) -> tuple[Path, Path]:
-    stem = scan_name(path)
+def _outputs(path: Path, out_dir: Path, name: str | None = None) -> tuple[Path, Path]:
+    stem = name or scan_name(path)
     return out_dir / f"{stem}_dseg{output_suffix(path)}", out_dir / f"{stem}_dseg.json"
 
 
@@ -218,11 +271,15 @@ def check_is_scan(data: np.ndarray) -> None:
 
 def segment_file(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path: Path,
                  clobber: bool = False, save_probabilities: bool = False,
-                 batch_size: int = 8) -> dict:
-    """Segment one scan file and write its outputs; return its row for ``volumes.csv``."""
+                 batch_size: int = 8, name: str | None = None) -> dict:
+    """Segment one scan file and write its outputs; return its row for ``volumes.csv``.
+
+    ``name`` starts the outputs' file names (default: the scan's, :func:`output_names`).
+    """
     from minc_keras.segment import segment_volume
 
-    label_path, sidecar_path = _outputs(path, out_dir)
+    name = name or scan_name(path)
+    label_path, sidecar_path = _outputs(path, out_dir, name)
     if label_path.exists() and not clobber:
         raise OutputExistsError(f"{label_path} exists already; pass --clobber to replace it")
     info = segmenter.info
@@ -253,10 +310,11 @@ def segment_file(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path:
         if save_probabilities:
             for index in range(1 if result.probabilities.shape[-1] == 1 else 0,
                                result.probabilities.shape[-1]):
-                name = info["class_names"][index if result.probabilities.shape[-1] > 1 else 1]
+                class_name = info["class_names"][index if result.probabilities.shape[-1] > 1
+                                                 else 1]
                 written.append(write_volume(
                     Volume(result.probabilities[..., index], volume.affine),
-                    out_dir / f"{scan_name(path)}_label-{bids_label(name, index)}_probseg"
+                    out_dir / f"{name}_label-{bids_label(class_name, index)}_probseg"
                               f"{output_suffix(path)}",
                     clobber=clobber or unfinished))
         written.append(write_volume(
@@ -322,6 +380,7 @@ def predict_scans(model_path: str | os.PathLike, inputs: list[str], out_dir: str
     if scheduler not in ("serial", "dask"):
         raise UsageError(f"--scheduler {scheduler} is not known; choose serial or dask")
     scans = collect_inputs(inputs)
+    names = output_names(scans)
     in_fresh_processes = scheduler == "serial" and len(scans) > scans_per_process
     if not in_fresh_processes:  # there, the first child checks the model
         from minc_keras.evaluate import load_segmenter
@@ -341,21 +400,23 @@ def predict_scans(model_path: str | os.PathLike, inputs: list[str], out_dir: str
             report.table_path = update_volume_table(table_path, [row])
 
         if skip_existing and not clobber:
-            report.skipped = [p for p in scans if _outputs(p, out_dir)[0].exists()]
-            scans = [p for p in scans if not _outputs(p, out_dir)[0].exists()]
-            if restore_missing_rows(table_path, [_outputs(p, out_dir)[1] for p in report.skipped]):
+            report.skipped = [p for p in scans if _outputs(p, out_dir, names[p])[0].exists()]
+            done = set(report.skipped)
+            scans = [p for p in scans if p not in done]
+            if restore_missing_rows(table_path,
+                                    [_outputs(p, out_dir, names[p])[1] for p in report.skipped]):
                 report.table_path = table_path
         if scheduler == "dask" and scans:
             from minc_keras.cohort import segment_on_dask
 
             report.failures = segment_on_dask(
-                Path(model_path), scans, out_dir, clobber=clobber,
+                Path(model_path), scans, out_dir, names=names, clobber=clobber,
                 save_probabilities=save_probabilities, batch_size=batch_size, tta=tta,
                 workers=workers, address=scheduler_address, quiet=quiet, on_done=record)
             scans = []
         if in_fresh_processes and scans:
             report.failures = segment_in_fresh_processes(
-                Path(model_path), scans, out_dir, clobber=clobber,
+                Path(model_path), scans, out_dir, names=names, clobber=clobber,
                 save_probabilities=save_probabilities, batch_size=batch_size, tta=tta, quiet=quiet,
                 on_done=record, scans_per_process=scans_per_process)
             scans = []
@@ -363,7 +424,7 @@ def predict_scans(model_path: str | os.PathLike, inputs: list[str], out_dir: str
             try:
                 record(segment_file(segmenter, path, out_dir, model_path=Path(model_path),
                                     clobber=clobber, save_probabilities=save_probabilities,
-                                    batch_size=batch_size))
+                                    batch_size=batch_size, name=names[path]))
             except MincKerasError as exc:
                 log.warning("skipped %s: %s", path, exc)
                 report.failures.append((path, str(exc)))

@@ -55,7 +55,8 @@ def _result(future: Future, scan: Path):
 
 
 def segment_in_fresh_processes(model_path: Path, scans: list[Path], out_dir: Path, *,
-                               clobber: bool, save_probabilities: bool, batch_size: int,
+                               names: dict[Path, str] | None = None, clobber: bool,
+                               save_probabilities: bool, batch_size: int,
                                tta: bool, quiet: bool, on_done: Callable[[dict], None],
                                scans_per_process: int = SCANS_PER_PROCESS
                                ) -> list[tuple[Path, str]]:
@@ -69,6 +70,8 @@ def segment_in_fresh_processes(model_path: Path, scans: list[Path], out_dir: Pat
         Scans to segment, in order.
     out_dir : Path
         Where the outputs go.
+    names : dict, optional
+        The name each scan's outputs take (:func:`minc_keras.predict.output_names`).
     clobber, save_probabilities, batch_size, tta
         As for :func:`minc_keras.predict.predict_scans`.
     quiet : bool
@@ -105,7 +108,8 @@ def segment_in_fresh_processes(model_path: Path, scans: list[Path], out_dir: Pat
                                    initargs=(logging.getLogger().getEffectiveLevel(),))
         try:
             _result(pool.submit(_load_model, segment.keywords["model_path"], tta), chunk[0])
-            futures = [pool.submit(segment, str(scan)) for scan in chunk]
+            futures = [pool.submit(segment, str(scan), name=(names or {}).get(scan))
+                       for scan in chunk]
             for scan, future in zip(chunk, futures, strict=True):
                 status, result = _result(future, scan)
                 next(bar, None)
