@@ -97,6 +97,43 @@ def test_killed_training_resumes_where_it_stopped(source, uninterrupted, tmp_pat
     assert not list((target / "model").rglob(".*.tmp*")), "temporary files left behind"
 
 
+class _Killed(BaseException):
+    """Stands for a SIGKILL at one exact point (outside the reach of any except clause)."""
+
+
+def test_a_kill_between_checkpoint_and_state_resumes_from_the_checkpoint(
+        source, uninterrupted, tmp_path, monkeypatch):
+    """The checkpoint of epoch 2 is saved, its state file is not: resume at epoch 2."""
+    from minc_keras import train as train_module
+
+    target = tmp_path / "run"
+    _prepare(source, target)
+    write = train_module.write_text_atomic
+
+    def killed_before_state_2(path, text, **kwargs):
+        if path.name == "state.json" and json.loads(text)["epochs_done"] == 2:
+            raise _Killed
+        return write(path, text, **kwargs)
+
+    monkeypatch.setattr(train_module, "write_text_atomic", killed_before_state_2)
+    with pytest.raises(_Killed):
+        main(["train", "--target", str(target), *TRAIN_FLAGS])
+    monkeypatch.setattr(train_module, "write_text_atomic", write)
+    assert _state(target)["epochs_done"] == 1  # one behind the checkpoint
+
+    assert main(["train", "--target", str(target), "--resume", "--quiet"]) == 0
+    assert _state(target)["epochs_done"] == EPOCHS
+    last = keras.saving.load_model(target / "model" / "checkpoints" / "last.keras")
+    reference = keras.saving.load_model(uninterrupted / "model" / "checkpoints" / "last.keras")
+    assert int(last.optimizer.iterations) == int(reference.optimizer.iterations)
+    for ours, theirs in zip(last.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
+    history = json.loads((target / "model" / "history.json").read_text())
+    assert len(history["loss"]) == EPOCHS
+    assert "checkpoint_progress" not in json.dumps(
+        keras.saving.load_model(target / "model" / "model.keras").get_config())
+
+
 def test_resume_of_a_finished_training_keeps_it(uninterrupted, capsys):
     before = _weights(uninterrupted / "model" / "model.keras")
     assert main(["train", "--target", str(uninterrupted), "--resume", "--quiet"]) == 0

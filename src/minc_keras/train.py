@@ -25,7 +25,7 @@ from minc_keras.data.preprocess import VIEW_AXES, VOLUME_VIEW
 from minc_keras.errors import UsageError
 from minc_keras.evaluate import check_classes, load_trained
 from minc_keras.jit import compile_train_step, static_shapes
-from minc_keras.model_info import attach_info, read_info
+from minc_keras.model_info import SegmentationInfo, attach_info, read_info
 from minc_keras.models import (
     SpatialMultiple,
     build_model,
@@ -246,7 +246,9 @@ class _BestAndLast(keras.callbacks.Callback):
 
     The last checkpoint holds the optimizer state; ``state`` (a JSON file beside it)
     records the epochs done, the best monitored value and the training seconds spent, so
-    that :func:`train` with ``resume`` can carry on where a killed run stopped.
+    that :func:`train` with ``resume`` can carry on where a killed run stopped. The
+    checkpoint also carries that record in its info (``CHECKPOINT_KEY``), which wins on
+    resume: a kill between the two writes leaves the state file an epoch behind.
     """
 
     def __init__(self, best: Path, last: Path, history_path: Path, monitor: str, *,
@@ -278,17 +280,42 @@ class _BestAndLast(keras.callbacks.Callback):
             self.best_value = value
             with atomic_output(self.best, clobber=True) as tmp:
                 self.model.save(tmp)
-        with atomic_output(self.last, clobber=True) as tmp:
-            self.model.save(tmp)
         write_text_atomic(self.history_path, json.dumps(self.history, indent=1))
         self.epochs_done = epoch + 1
-        self.write_state(complete=False)
+        # the checkpoint carries its own progress: a kill after it is saved but before the
+        # state file is would otherwise resume its weights with the epoch before's count
+        progress = self.progress(complete=False)
+        _info_layer(self.model).info[CHECKPOINT_KEY] = progress
+        try:
+            with atomic_output(self.last, clobber=True) as tmp:
+                self.model.save(tmp)
+        finally:
+            _info_layer(self.model).info.pop(CHECKPOINT_KEY)
+        write_text_atomic(self.state_path, json.dumps(progress, indent=1))
+
+    def progress(self, *, complete: bool) -> dict:
+        """Epochs done, best monitored value, training seconds, and whether it has ended."""
+        return {"epochs_done": self.epochs_done, "best_value": self.best_value,
+                "seconds": self.seconds, "complete": complete}
 
     def write_state(self, *, complete: bool) -> None:
         """Record progress; ``complete`` once training of this view has ended."""
-        state = {"epochs_done": self.epochs_done, "best_value": self.best_value,
-                 "seconds": self.seconds, "complete": complete}
-        write_text_atomic(self.state_path, json.dumps(state, indent=1))
+        write_text_atomic(self.state_path, json.dumps(self.progress(complete=complete),
+                                                      indent=1))
+
+
+#: Key of a last checkpoint's own progress record in its model's info.
+CHECKPOINT_KEY = "checkpoint_progress"
+
+
+def _info_layer(model: keras.Model) -> SegmentationInfo:
+    """The layer that carries ``model``'s minc-keras info."""
+    return next(layer for layer in model.layers if isinstance(layer, SegmentationInfo))
+
+
+def _take_progress(model: keras.Model) -> dict:
+    """The progress a last checkpoint saved with itself (removed from it), or {}."""
+    return _info_layer(model).info.pop(CHECKPOINT_KEY, None) or {}
 
 
 class _EpochOrder(keras.callbacks.Callback):
@@ -584,9 +611,10 @@ def _train_views(target: Path, cache: SliceCache, paths: list[Path],
         model, info = build_network(cache, options, view, ensemble=[p.name for p in paths])
         info["precision"] = options.precision
         if state is not None and last.exists():
+            model = keras.saving.load_model(last)
+            state = {**state, **_take_progress(model)}  # the checkpoint's own count wins
             log.info("%s: resuming after epoch %d of %d from %s", _named(views),
                      state["epochs_done"], options.epochs, last)
-            model = keras.saving.load_model(last)
         else:
             state = None
             model.compile(optimizer=keras.optimizers.Adam(options.lr),
