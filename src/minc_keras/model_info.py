@@ -62,8 +62,8 @@ def attach_info(model: keras.Model, info: dict) -> keras.Model:
     return keras.Model(inputs, outputs, name=model.name)
 
 
-def read_info(model: keras.Model) -> dict:
-    """The ``info`` dictionary of a model built by :func:`attach_info`.
+def info_layer(model: keras.Model) -> SegmentationInfo:
+    """The layer of a model built by :func:`attach_info` that carries its ``info``.
 
     Raises
     ------
@@ -72,8 +72,19 @@ def read_info(model: keras.Model) -> dict:
     """
     for layer in model.layers:
         if isinstance(layer, SegmentationInfo):
-            return copy.deepcopy(layer.info)
+            return layer
     raise KeyError("model has no minc-keras information layer")
+
+
+def read_info(model: keras.Model) -> dict:
+    """A copy of the ``info`` dictionary of a model built by :func:`attach_info`.
+
+    Raises
+    ------
+    KeyError
+        If the model carries no minc-keras information.
+    """
+    return copy.deepcopy(info_layer(model).info)
 
 
 def update_info(path: Path, changes: dict) -> None:
@@ -84,12 +95,10 @@ def update_info(path: Path, changes: dict) -> None:
     import minc_keras.models  # noqa: F401  (registers the custom layers and losses)
 
     model = keras.saving.load_model(path)
-    for layer in model.layers:
-        if isinstance(layer, SegmentationInfo):
-            layer.info.update(copy.deepcopy(changes))
-            break
-    else:
-        raise KeyError(f"{path} has no minc-keras information layer")
+    try:
+        info_layer(model).info.update(copy.deepcopy(changes))
+    except KeyError:
+        raise KeyError(f"{path} has no minc-keras information layer") from None
     with atomic_output(path, clobber=True) as tmp:
         model.save(tmp)
 

@@ -228,9 +228,9 @@ def flag_outliers(table: pd.DataFrame, column: str = "qc_entropy") -> pd.Series:
     return (values - median) / mad > QC_OUTLIER_Z
 
 
-def _outputs(path: Path, out_dir: Path, name: str | None = None) -> tuple[Path, Path]:
-    stem = name or scan_name(path)
-    return out_dir / f"{stem}_dseg{output_suffix(path)}", out_dir / f"{stem}_dseg.json"
+def _outputs(path: Path, out_dir: Path, name: str) -> tuple[Path, Path]:
+    """The labels and sidecar of scan ``path``, whose outputs are named ``name``."""
+    return out_dir / f"{name}_dseg{output_suffix(path)}", out_dir / f"{name}_dseg.json"
 
 
 def _sidecar_labels(path: Path) -> str | None:

@@ -25,7 +25,7 @@ from minc_keras.data.preprocess import VIEW_AXES, VOLUME_VIEW
 from minc_keras.errors import UsageError
 from minc_keras.evaluate import check_classes, load_trained
 from minc_keras.jit import compile_train_step, static_shapes
-from minc_keras.model_info import SegmentationInfo, attach_info, read_info
+from minc_keras.model_info import attach_info, info_layer, read_info
 from minc_keras.models import (
     SpatialMultiple,
     build_model,
@@ -285,12 +285,12 @@ class _BestAndLast(keras.callbacks.Callback):
         # the checkpoint carries its own progress: a kill after it is saved but before the
         # state file is would otherwise resume its weights with the epoch before's count
         progress = self.progress(complete=False)
-        _info_layer(self.model).info[CHECKPOINT_KEY] = progress
+        info_layer(self.model).info[CHECKPOINT_KEY] = progress
         try:
             with atomic_output(self.last, clobber=True) as tmp:
                 self.model.save(tmp)
         finally:
-            _info_layer(self.model).info.pop(CHECKPOINT_KEY)
+            info_layer(self.model).info.pop(CHECKPOINT_KEY)
         write_text_atomic(self.state_path, json.dumps(progress, indent=1))
 
     def progress(self, *, complete: bool) -> dict:
@@ -308,14 +308,9 @@ class _BestAndLast(keras.callbacks.Callback):
 CHECKPOINT_KEY = "checkpoint_progress"
 
 
-def _info_layer(model: keras.Model) -> SegmentationInfo:
-    """The layer that carries ``model``'s minc-keras info."""
-    return next(layer for layer in model.layers if isinstance(layer, SegmentationInfo))
-
-
 def _take_progress(model: keras.Model) -> dict:
     """The progress a last checkpoint saved with itself (removed from it), or {}."""
-    return _info_layer(model).info.pop(CHECKPOINT_KEY, None) or {}
+    return info_layer(model).info.pop(CHECKPOINT_KEY, None) or {}
 
 
 class _EpochOrder(keras.callbacks.Callback):
