@@ -107,7 +107,7 @@ def predict(model: Path, scans: list[Path], out: Path, tta: bool) -> float:
 
 def uncalibrated_copy(model: Path) -> Path:
     """A copy of the model folder whose models carry no class offsets (``--calibrate`` undone)."""
-    from minc_keras.model_info import update_info
+    from minc_keras.models.info import update_info
 
     folder = model.parent.parent / "model_uncalibrated"
     if not folder.exists():
@@ -118,8 +118,8 @@ def uncalibrated_copy(model: Path) -> Path:
 
 def recalibrate(model: Path) -> None:
     """Fit a kept model's class offsets again with this version's ``--calibrate``."""
-    from minc_keras.calibrate import ATROPHY_VOXELS, calibrate_model
     from minc_keras.data.cache import SliceCache
+    from minc_keras.training.calibration import ATROPHY_VOXELS, calibrate_model
 
     config = json.loads((model.parent / "config.json").read_text())
     if not config.get("calibrate"):

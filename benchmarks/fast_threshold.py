@@ -7,7 +7,7 @@ every dev subject and each boundary (CSF | GM and GM | WM), among the voxels FAS
 one of the two classes, this script finds
 
 * the scan's own best threshold on the intensities as the product normalises them
-  (:func:`minc_keras.data.preprocess.normalise_intensity`), an oracle, and
+  (:func:`minc_keras.preprocessing.transforms.normalise_intensity`), an oracle, and
 * one threshold fixed in advance: the median of the other scans' best thresholds;
 
 and prints the Dice of FAST's GM within those voxels for both. With ``--work`` (the folder
@@ -32,8 +32,8 @@ import pandas as pd
 from _common import DATA
 from accuracy import dice
 
-from minc_keras.data.preprocess import normalise_intensity
 from minc_keras.io import read_volume
+from minc_keras.preprocessing.transforms import normalise_intensity
 
 #: FAST's labels: 1 CSF, 2 GM, 3 WM. Each boundary as (darker class, brighter class).
 BOUNDARIES = {"CSF|GM": (1, 2), "GM|WM": (2, 3)}

@@ -36,11 +36,10 @@ from _common import DATA
 from accuracy import CLASSES, dice, folds_of
 from scipy import ndimage
 
-from minc_keras.calibrate import apply_offsets
-from minc_keras.evaluate import load_segmenter
-from minc_keras.inference import Segmenter
+from minc_keras.inference.offsets import apply_offsets
+from minc_keras.inference.segment import segment_volume
+from minc_keras.inference.segmenter import Segmenter, load_segmenter
 from minc_keras.io import Volume, read_volume
-from minc_keras.segment import segment_volume
 
 VENTRICLES = 1  # the manual labels' CSF class: ventricles only
 

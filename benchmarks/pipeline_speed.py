@@ -88,12 +88,12 @@ def main() -> int:
     from minc_keras.data.cache import SliceCache
     from minc_keras.data.dataset import SliceDataset
     from minc_keras.data.patches import PATCH_SIZE, PatchDataset
-    from minc_keras.data.preprocess import VOLUME_VIEW
-    from minc_keras.jit import compile_train_step
-    from minc_keras.model_info import core_model
+    from minc_keras.data.prepare import prepare
+    from minc_keras.models.info import core_model
     from minc_keras.models.zoo import spatial_dims
-    from minc_keras.prepare import prepare
-    from minc_keras.train import TrainOptions, _augmenter, _rare_class, build_network
+    from minc_keras.preprocessing.transforms import VOLUME_VIEW
+    from minc_keras.training.compilation import compile_train_step
+    from minc_keras.training.trainer import TrainOptions, _augmenter, _rare_class, build_network
 
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "run"

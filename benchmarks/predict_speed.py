@@ -43,11 +43,11 @@ def main() -> int:
         print(f"no dev data at {source}; nothing to benchmark")
         return 0
 
-    from minc_keras.evaluate import load_segmenter
-    from minc_keras.predict import collect_inputs, segment_file
-    from minc_keras.prepare import prepare
-    from minc_keras.recipes import recipe_defaults
-    from minc_keras.train import TrainOptions, train
+    from minc_keras.data.prepare import prepare
+    from minc_keras.inference.segmenter import load_segmenter
+    from minc_keras.predict.runner import collect_inputs, segment_file
+    from minc_keras.training.recipes import recipe_defaults
+    from minc_keras.training.trainer import TrainOptions, train
 
     scans = collect_inputs([str(source)])
     scans = [s for s in scans if "T1w" in s.name][: args.scans]

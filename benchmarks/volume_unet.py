@@ -36,15 +36,15 @@ from keras import ops
 from scipy import ndimage
 
 from minc_keras.data.cache import CROP_MARGIN, SliceCache
-from minc_keras.data.preprocess import (
+from minc_keras.io import read_volume
+from minc_keras.models import get_loss
+from minc_keras.models.fused_batchnorm import FusedBatchNormalization
+from minc_keras.preprocessing.transforms import (
     bounding_box,
     brain_mask,
     normalise_intensity,
     to_canonical,
 )
-from minc_keras.io import read_volume
-from minc_keras.models import get_loss
-from minc_keras.models.fused_batchnorm import FusedBatchNormalization
 
 #: The network's input sides must be multiples of this (a 2x2x2 fold, then 3 poolings).
 MULTIPLE = 16

@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import minc_keras  # noqa: F401,E402  (picks the default backend before keras loads)
+import minc_keras  # noqa: F401  (picks the default backend before keras loads)
 
 CONFIGS = {
     "workshop": ["--epochs", "2", "--batch-size", "8", "--lr", "5e-3"],
@@ -48,7 +48,7 @@ def main() -> int:
     args = parser.parse_args()
     from synthetic import write_dataset
 
-    from minc_keras.cli import main as cli
+    from minc_keras.cli.main import main as cli
 
     work = args.work or Path(tempfile.mkdtemp(prefix="fingerprint-"))
     source = write_dataset(work / "source", n_subjects=6, fmt="nii")

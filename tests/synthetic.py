@@ -73,7 +73,7 @@ def write_dataset(root: Path, *, n_subjects: int = 6, fmt: str = "mnc") -> Path:
 
 def train_tiny_model(root: Path, *, epochs: int, extra: tuple[str, ...] = ()) -> Path:
     """Train the workshop model briefly on 6 synthetic subjects; return the saved model."""
-    from minc_keras.cli import main
+    from minc_keras.cli.main import main
 
     source = write_dataset(root / "source", n_subjects=6, fmt="nii")
     target = root / "run"

@@ -1,5 +1,5 @@
 """``python -m minc_keras`` runs the command line."""
 
-from minc_keras.cli import main
+from minc_keras.cli.main import main
 
 raise SystemExit(main())

@@ -21,11 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from minc_keras.atomic import atomic_output, write_text_atomic
-from minc_keras.data.preprocess import bounding_box, brain_mask, normalise_intensity, to_canonical
-from minc_keras.errors import DatasetError, OutputExistsError
+from minc_keras.core.atomic import atomic_output, write_text_atomic
+from minc_keras.core.errors import DatasetError, OutputExistsError
+from minc_keras.core.progress import progress
 from minc_keras.io import read_volume
-from minc_keras.progress import progress
+from minc_keras.preprocessing.transforms import (
+    bounding_box,
+    brain_mask,
+    normalise_intensity,
+    to_canonical,
+)
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from minc_keras.data.cache import SliceCache
-from minc_keras.data.preprocess import VIEW_AXES, round_up
+from minc_keras.preprocessing.transforms import VIEW_AXES, round_up
 
 
 def slice_size(cache: SliceCache, view: str, multiple: int) -> tuple[int, int]:

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from minc_keras.atomic import write_text_atomic
-from minc_keras.errors import OutputExistsError, TargetError, UsageError
+from minc_keras.core.atomic import write_text_atomic
+from minc_keras.core.errors import OutputExistsError, TargetError, UsageError
 
 logger = logging.getLogger(__name__)
 

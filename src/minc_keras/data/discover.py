@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from minc_keras.errors import DatasetError, UsageError
+from minc_keras.core.errors import DatasetError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ def discover(
 
     ``source`` is searched recursively for ``.mnc``, ``.mnc.gz``, ``.nii`` and
     ``.nii.gz`` files; names starting with ``.`` (hidden files and folders, and
-    the temporary files of :mod:`minc_keras.atomic`) are skipped. Linked folders
+    the temporary files of :mod:`minc_keras.core.atomic`) are skipped. Linked folders
     are followed, each real folder being searched once, so a link loop cannot
     hang the search.
 

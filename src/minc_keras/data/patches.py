@@ -17,7 +17,7 @@ import numpy as np
 
 from minc_keras.data.cache import SliceCache
 from minc_keras.data.dataset import encode_targets
-from minc_keras.data.preprocess import round_up
+from minc_keras.preprocessing.transforms import round_up
 
 #: Side of the training cubes, in voxels (a quarter of a 1 mm brain's volume or so).
 PATCH_SIZE = 96

@@ -31,8 +31,8 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from minc_keras.atomic import atomic_output
-from minc_keras.errors import DatasetError, UsageError
+from minc_keras.core.atomic import atomic_output
+from minc_keras.core.errors import DatasetError, UsageError
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Everything goes through nibabel (``nib.load`` and ``np.asanyarray(img.dataobj)``
 which gives MINC and NIfTI the same voxel-to-world convention (RAS+ millimetres).
 A gzipped MINC file is decompressed to a temporary file first, since nibabel
 cannot read a gzipped MINC2 (HDF5) file directly. Every way a file can fail to
-load is reported as one :class:`~minc_keras.errors.VolumeFormatError` sentence.
+load is reported as one :class:`~minc_keras.core.errors.VolumeFormatError` sentence.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.minc1 import MincError
 from nibabel.spatialimages import HeaderDataError
 
-from minc_keras.errors import VolumeFormatError
+from minc_keras.core.errors import VolumeFormatError
 from minc_keras.io.volume import Volume
 
 logger = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ import nibabel as nib
 import numpy as np
 from numpy.typing import DTypeLike
 
-from minc_keras.atomic import atomic_output, check_writable
-from minc_keras.errors import VolumeFormatError
+from minc_keras.core.atomic import atomic_output, check_writable
+from minc_keras.core.errors import VolumeFormatError
 from minc_keras.io.minc2_write import minc_dimensions, write_minc2
 from minc_keras.io.read import label_dtype, read_raw, volume_format, whole_numbers
 from minc_keras.io.volume import Volume

@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from minc_keras.errors import UsageError
+from minc_keras.core.errors import UsageError
 
 #: Names :func:`get_loss` accepts (``"dice+ce"`` and ``"dice-ce"`` also mean ``dice_ce``).
 LOSS_NAMES = ("categorical_crossentropy", "binary_crossentropy", "dice", "dice_ce", "dice_wce")

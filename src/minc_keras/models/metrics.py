@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from minc_keras.errors import UsageError
+from minc_keras.core.errors import UsageError
 
 _ACCURACY_ALIASES = ("accuracy", "acc", "categorical_accuracy", "binary_accuracy")
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import keras
 
-from minc_keras.errors import UsageError
+from minc_keras.core.errors import UsageError
 from minc_keras.models.fused_batchnorm import FusedBatchNormalization
 from minc_keras.models.space_to_depth import DepthToSpace, SpaceToDepth
 

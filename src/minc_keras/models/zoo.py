@@ -31,7 +31,7 @@ from functools import partial
 
 import keras
 
-from minc_keras.errors import UsageError
+from minc_keras.core.errors import UsageError
 from minc_keras.models.unet import (
     UNET_BASE_FILTERS,
     UNET_DEPTH,
