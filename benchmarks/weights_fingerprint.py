@@ -5,7 +5,7 @@ two configurations: the workshop's model and the ``default`` recipe's network wi
 training feature that is deterministic on a CPU (three shared views, augmentation, simulated
 atrophy, cosine schedule by steps, calibration; no time budget and no compiling, whose
 outcome depends on the clock). Prints one SHA-256 per saved model file and per predicted
-label volume; run it before and after a change and compare the lines.
+label volume (voxels and affine); run it before and after a change and compare the lines.
 
     python benchmarks/weights_fingerprint.py [--work DIR]
 """
@@ -42,6 +42,16 @@ def _digest_model(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _digest_labels(path: Path) -> str:
+    """SHA-256 of a label file's voxels and affine (a gzip header holds a time stamp)."""
+    from minc_keras.io import read_volume
+
+    volume = read_volume(path, label=True)
+    digest = hashlib.sha256(np.ascontiguousarray(volume.data).tobytes())
+    digest.update(np.asarray(volume.affine, np.float64).tobytes())
+    return digest.hexdigest()[:16]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs")
@@ -63,7 +73,7 @@ def main() -> int:
         for path in sorted((target / "model").glob("*.keras")):
             print(f"{name} {path.name} {_digest_model(path)}")
         for path in sorted((target / "predict" / "test").glob("*_dseg*")):
-            print(f"{name} {path.name} {hashlib.sha256(path.read_bytes()).hexdigest()[:16]}")
+            print(f"{name} {path.name} {_digest_labels(path)}")
     return 0
 
 

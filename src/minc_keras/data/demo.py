@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from minc_keras.core.atomic import write_text_atomic
 from minc_keras.core.errors import OutputExistsError, TargetError, UsageError
+from minc_keras.io import Volume, write_volume
 
 logger = logging.getLogger(__name__)
 
@@ -309,6 +310,36 @@ def _check_dest(dest: Path, clobber: bool) -> None:
         )
 
 
+def _checked_options(n_subjects, resolution_mm, seed) -> tuple[int, float, int]:
+    """``(n_subjects, resolution_mm, seed)`` as numbers, once checked to be in range."""
+    try:
+        count, res, seed = operator.index(n_subjects), float(resolution_mm), operator.index(seed)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(
+            f"n_subjects and seed must be whole numbers and resolution_mm a number "
+            f"of mm, got {n_subjects!r}, {seed!r} and {resolution_mm!r}"
+        ) from exc
+    if count < 1 or seed < 0:
+        raise UsageError(
+            f"n_subjects must be at least 1 and seed at least 0, got {count} and {seed}"
+        )
+    if not 1.0 <= res <= 8.0:
+        raise UsageError(f"resolution_mm must be between 1 and 8 mm, got {resolution_mm!r}")
+    return count, res, seed
+
+
+def _output_grid(full_affine: np.ndarray, full_shape: tuple[int, ...], res: float
+                 ) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The template's field of view and origin at ``res`` mm: its affine and shape."""
+    source_mm = np.sqrt((full_affine[:3, :3] ** 2).sum(axis=0))
+    out_shape = tuple(
+        math.floor((n - 1) * s / res + 1e-6) + 1 for n, s in zip(full_shape, source_mm, strict=True)
+    )
+    out_affine = full_affine.copy()
+    out_affine[:3, :3] = full_affine[:3, :3] / source_mm * res
+    return out_affine, out_shape
+
+
 def make_demo_dataset(
     dest: str | os.PathLike,
     *,
@@ -355,34 +386,14 @@ def make_demo_dataset(
     TargetError
         If ``dest`` cannot be written.
     """
-    from minc_keras.io import Volume, write_volume
-
-    try:
-        count, res, seed = operator.index(n_subjects), float(resolution_mm), operator.index(seed)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(
-            f"n_subjects and seed must be whole numbers and resolution_mm a number "
-            f"of mm, got {n_subjects!r}, {seed!r} and {resolution_mm!r}"
-        ) from exc
-    if count < 1 or seed < 0:
-        raise UsageError(
-            f"n_subjects must be at least 1 and seed at least 0, got {count} and {seed}"
-        )
-    if not 1.0 <= res <= 8.0:
-        raise UsageError(f"resolution_mm must be between 1 and 8 mm, got {resolution_mm!r}")
+    count, res, seed = _checked_options(n_subjects, resolution_mm, seed)
     dest = Path(dest)
     _check_dest(dest, clobber)
 
     start = time.perf_counter()
     template, full_affine, full_shape = _load_template()
     template = _antialias(template, res)
-    # Output grid: the template's field of view and origin, at resolution_mm.
-    source_mm = np.sqrt((full_affine[:3, :3] ** 2).sum(axis=0))
-    out_shape = tuple(
-        math.floor((n - 1) * s / res + 1e-6) + 1 for n, s in zip(full_shape, source_mm, strict=True)
-    )
-    out_affine = full_affine.copy()
-    out_affine[:3, :3] = full_affine[:3, :3] / source_mm * res
+    out_affine, out_shape = _output_grid(full_affine, full_shape, res)
     weights = template.mask > 0.5
     centre = (template.affine @ np.append(np.argwhere(weights).mean(axis=0), 1.0))[:3]
     try:

@@ -6,6 +6,7 @@ Importing this package registers the custom losses, metrics and layers with Kera
 
 from __future__ import annotations
 
+from minc_keras.models.conv_stack import WORKSHOP_MODELS, conv_stack, symmetric_dilations
 from minc_keras.models.fused_batchnorm import FusedBatchNormalization
 from minc_keras.models.losses import (
     LOSS_NAMES,
@@ -22,17 +23,14 @@ from minc_keras.models.space_to_depth import DepthToSpace, SpaceToDepth
 from minc_keras.models.unet import UNET_DEPTH, SpatialMultiple, build_unet, unet_multiple
 from minc_keras.models.zoo import (
     MODEL_NAMES,
-    WORKSHOP_MODELS,
     available_models,
     build_model,
     check_input_stride,
     check_refine_filters,
-    conv_stack,
     describe_models,
     register_model,
     required_multiple,
     spatial_dims,
-    symmetric_dilations,
     unregister_model,
 )
 

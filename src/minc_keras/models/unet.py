@@ -222,29 +222,10 @@ def build_unet(
         Maps ``(N, H, W, C)`` to ``(N, H, W, num_classes)`` (volumes likewise).
     """
     dims = len(input_shape) - 1
-    if dims not in (2, 3):
-        raise UsageError(f"a U-Net takes slices (H, W, C) or volumes (X, Y, Z, C), "
-                         f"got input_shape {tuple(input_shape)!r}")
-    if upsampling == "bilinear" and dims == 3:
-        raise UsageError("bilinear upsampling is for slices; a 3-D U-Net uses 'transpose'")
-    layer = _layers(dims)
-    if depth < 2:
-        raise UsageError(f"a U-Net needs depth >= 2 resolution levels, got depth={depth}")
-    if upsampling not in _UPSAMPLING:
-        raise UsageError(f"upsampling must be one of {_UPSAMPLING}, got {upsampling!r}")
-    if nK and len(nK) > 1:
-        filters_per_level = [int(k) for k in nK]
-        depth = len(filters_per_level)
-    else:
-        base = int(nK[0]) if nK else UNET_BASE_FILTERS
-        filters_per_level = [base * 2**level for level in range(depth)]
-    if int(input_stride) != input_stride or input_stride < 1:
-        raise UsageError(f"input_stride must be a positive integer, got {input_stride!r}")
-    stride = int(input_stride)
-    if int(refine_filters) != refine_filters or refine_filters < 0:
-        raise UsageError(f"refine_filters must be an integer >= 0, got {refine_filters!r}")
+    filters_per_level, stride = _checked_options(input_shape, nK, depth, upsampling,
+                                                 input_stride, refine_filters)
     kernel = int(kernel_size) if kernel_size else 3
-    check = SpatialMultiple(unet_multiple(depth, stride), name="check_size")
+    check = SpatialMultiple(unet_multiple(len(filters_per_level), stride), name="check_size")
     check.check_shape((None, *input_shape))  # a fixed size is rejected now, in one sentence
     if channels_first is None:
         channels_first = channels_first_inside()
@@ -256,10 +237,60 @@ def build_unet(
     image = x  # the slice at full resolution, for the refinement head
     if stride > 1:
         x = SpaceToDepth(stride, data_format=layout, name="space_to_depth")(x)
+    x = _encoder_decoder(x, filters_per_level, kernel, activation_hidden, layout,
+                         upsampling=upsampling, drop_out=drop_out)
+    # the output in float32 (softmax under bfloat16), over the last (channel) axis
+    if not channels_first and stride == 1 and not refine_filters:
+        outputs = _layers(dims)["conv"](num_classes, 1, activation=activation_output,
+                                        name="output", dtype="float32")(x)
+        return keras.Model(inputs, outputs, name=name)
+    x = _layers(dims)["conv"](num_classes * stride**dims, 1, data_format=layout, name="output",
+                              dtype="float32")(x)
+    if stride > 1:  # each pixel of a block gets its own class scores
+        x = DepthToSpace(stride, data_format=layout, name="depth_to_space", dtype="float32")(x)
+    if refine_filters:
+        x = _refinement(x, image, int(refine_filters), activation_hidden, layout)
+    if channels_first:
+        x = keras.layers.Permute((*range(2, dims + 2), 1), name="to_channels_last",
+                                 dtype="float32")(x)
+    outputs = keras.layers.Activation(activation_output, name="probabilities",
+                                      dtype="float32")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _checked_options(input_shape, nK, depth: int, upsampling: str, input_stride,
+                     refine_filters) -> tuple[list[int], int]:
+    """The filters of each level and the input stride, once the options are checked."""
+    dims = len(input_shape) - 1
+    if dims not in (2, 3):
+        raise UsageError(f"a U-Net takes slices (H, W, C) or volumes (X, Y, Z, C), "
+                         f"got input_shape {tuple(input_shape)!r}")
+    if upsampling == "bilinear" and dims == 3:
+        raise UsageError("bilinear upsampling is for slices; a 3-D U-Net uses 'transpose'")
+    if depth < 2:
+        raise UsageError(f"a U-Net needs depth >= 2 resolution levels, got depth={depth}")
+    if upsampling not in _UPSAMPLING:
+        raise UsageError(f"upsampling must be one of {_UPSAMPLING}, got {upsampling!r}")
+    if nK and len(nK) > 1:
+        filters_per_level = [int(k) for k in nK]
+    else:
+        base = int(nK[0]) if nK else UNET_BASE_FILTERS
+        filters_per_level = [base * 2**level for level in range(depth)]
+    if int(input_stride) != input_stride or input_stride < 1:
+        raise UsageError(f"input_stride must be a positive integer, got {input_stride!r}")
+    if int(refine_filters) != refine_filters or refine_filters < 0:
+        raise UsageError(f"refine_filters must be an integer >= 0, got {refine_filters!r}")
+    return filters_per_level, int(input_stride)
+
+
+def _encoder_decoder(x, filters_per_level: list[int], kernel: int, activation, layout: str, *,
+                     upsampling: str, drop_out: float | None):
+    """The U-Net's levels: encoder, bottleneck, decoder with skip connections."""
+    layer = _layers(len(x.shape) - 2)
+    depth = len(filters_per_level)
     skips = []
     for level in range(depth):
-        x = _conv_block(x, filters_per_level[level], kernel, activation_hidden, f"enc{level}",
-                        layout)
+        x = _conv_block(x, filters_per_level[level], kernel, activation, f"enc{level}", layout)
         if level < depth - 1:
             skips.append(x)
             x = layer["pool"](2, data_format=layout, name=f"pool{level}")(x)
@@ -276,23 +307,7 @@ def build_unet(
                                           name=f"up{level}")(x)
             x = keras.layers.Conv2D(filters, 3, padding="same", data_format=layout,
                                     name=f"up{level}_conv")(x)
-        x = keras.layers.Concatenate(axis=1 if channels_first else -1,
+        x = keras.layers.Concatenate(axis=1 if layout == "channels_first" else -1,
                                      name=f"skip{level}")([x, skips[level]])
-        x = _conv_block(x, filters, kernel, activation_hidden, f"dec{level}", layout)
-    # the output in float32 (softmax under bfloat16), over the last (channel) axis
-    if not channels_first and stride == 1 and not refine_filters:
-        outputs = layer["conv"](num_classes, 1, activation=activation_output,
-                                name="output", dtype="float32")(x)
-        return keras.Model(inputs, outputs, name=name)
-    x = layer["conv"](num_classes * stride**dims, 1, data_format=layout, name="output",
-                      dtype="float32")(x)
-    if stride > 1:  # each pixel of a block gets its own class scores
-        x = DepthToSpace(stride, data_format=layout, name="depth_to_space", dtype="float32")(x)
-    if refine_filters:
-        x = _refinement(x, image, int(refine_filters), activation_hidden, layout)
-    if channels_first:
-        x = keras.layers.Permute((*range(2, dims + 2), 1), name="to_channels_last",
-                                 dtype="float32")(x)
-    outputs = keras.layers.Activation(activation_output, name="probabilities",
-                                      dtype="float32")(x)
-    return keras.Model(inputs, outputs, name=name)
+        x = _conv_block(x, filters, kernel, activation, f"dec{level}", layout)
+    return x

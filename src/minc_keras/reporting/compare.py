@@ -141,14 +141,12 @@ def draw_comparison(table: pd.DataFrame, path: str | os.PathLike) -> Path:
         PNG to write.
     """
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
+    from matplotlib.figure import Figure  # not pyplot: the user's backend is left alone
 
     scores = ["test_accuracy"] + [c for c in table.columns if c.startswith("dice_")]
     runs = np.arange(len(table))
-    fig = plt.figure(figsize=(max(7.0, 1.5 + 1.1 * len(table) * len(scores) ** 0.5), 7.0))
+    fig = Figure(figsize=(max(7.0, 1.5 + 1.1 * len(table) * len(scores) ** 0.5), 7.0))
     grid = fig.add_gridspec(2, 3, height_ratios=(3, 2), hspace=0.55, wspace=0.35)
     top = fig.add_subplot(grid[0, :])
     width = 0.8 / len(scores)
@@ -156,7 +154,7 @@ def draw_comparison(table: pd.DataFrame, path: str | os.PathLike) -> Path:
         values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
         name = "test accuracy" if column == "test_accuracy" else "Dice " + column[5:]
         bars = top.bar(runs + (k - (len(scores) - 1) / 2) * width, np.nan_to_num(values),
-                       width, label=name, color=plt.cm.tab10(k))
+                       width, label=name, color=matplotlib.colormaps["tab10"](k))
         top.bar_label(bars, labels=["-" if np.isnan(v) else f"{v:.3f}" for v in values],
                       fontsize=7, padding=2)
     top.set_xticks(runs, [f"{r}\n{m}" for r, m in zip(table["run"], table["model"],
@@ -184,5 +182,4 @@ def draw_comparison(table: pd.DataFrame, path: str | os.PathLike) -> Path:
         ax.grid(axis="y", alpha=0.3)
     with atomic_output(path, clobber=True) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
     return Path(path)

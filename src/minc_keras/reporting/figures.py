@@ -6,11 +6,10 @@ import os
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import matplotlib.patches
 import numpy as np
 from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
 
 from minc_keras.core.atomic import atomic_output
 
@@ -22,7 +21,6 @@ LABEL_COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#ffe119", "#f58231", "#911eb4
 def _save(fig, path: str | os.PathLike) -> Path:
     with atomic_output(path, clobber=True) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
     return Path(path)
 
 
@@ -52,10 +50,12 @@ def plot_history(history: dict[str, list[float]], path: str | os.PathLike,
     class_names : list of str, optional
         Names of the classes by index, to label ``dice_<index>`` curves.
     """
-    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    # a Figure of its own, not pyplot: the user's matplotlib backend (a notebook's) is left alone
+    fig = Figure(figsize=(10, 3.8))
+    loss_ax, metric_ax = fig.subplots(1, 2)
     metrics = [k for k in history if not k.startswith("val_") and k != "loss"]
     for ax, names in ((loss_ax, ["loss"]), (metric_ax, metrics)):
-        for colour, name in zip(plt.cm.tab10.colors, names, strict=False):
+        for colour, name in zip(matplotlib.colormaps["tab10"].colors, names, strict=False):
             if name not in history:
                 continue
             epochs = np.arange(1, len(history[name]) + 1)
@@ -109,8 +109,8 @@ def save_montage(image: np.ndarray, reference: np.ndarray | None, prediction: np
     columns = [c for c in columns if c[0] == "input" or c[1] is not None]
     cmap = label_colormap(num_classes)
     vmax = float(np.percentile(image[image != 0], 99.5)) if (image != 0).any() else 1.0
-    fig, axes = plt.subplots(len(ks), len(columns), figsize=(2.6 * len(columns), 2.6 * len(ks)),
-                             squeeze=False)
+    fig = Figure(figsize=(2.6 * len(columns), 2.6 * len(ks)))
+    axes = fig.subplots(len(ks), len(columns), squeeze=False)
     for r, k in enumerate(ks):
         for c, (name, labels) in enumerate(columns):
             ax = axes[r, c]
