@@ -93,7 +93,10 @@ def main() -> int:
     from minc_keras.models.zoo import spatial_dims
     from minc_keras.preprocessing.transforms import VOLUME_VIEW
     from minc_keras.training.compilation import compile_train_step
-    from minc_keras.training.trainer import TrainOptions, _augmenter, _rare_class, build_network
+    from minc_keras.training.network import build_network
+    from minc_keras.training.options import TrainOptions
+    from minc_keras.training.sampling import augmenter as _augmenter
+    from minc_keras.training.sampling import rare_class as _rare_class
 
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "run"

@@ -45,9 +45,9 @@ def main() -> int:
 
     from minc_keras.data.prepare import prepare
     from minc_keras.inference.segmenter import load_segmenter
-    from minc_keras.predict.runner import collect_inputs, segment_file
-    from minc_keras.training.recipes import recipe_defaults
-    from minc_keras.training.trainer import TrainOptions, train
+    from minc_keras.predict.inputs import collect_inputs
+    from minc_keras.predict.outputs import segment_file
+    from minc_keras.training import TrainOptions, train
 
     scans = collect_inputs([str(source)])
     scans = [s for s in scans if "T1w" in s.name][: args.scans]
@@ -56,7 +56,7 @@ def main() -> int:
         prepare(source, target, input_str="T1w_anat", label_str="variant-seg", quiet=True)
         network = {}
         if args.recipe:
-            recipe = recipe_defaults(args.recipe)
+            recipe = TrainOptions.from_recipe(args.recipe).config()
             network = {k: recipe[k] for k in ("nK", "input_stride", "refine_filters", "pad",
                                               "precision")
                        if k in recipe}
@@ -64,9 +64,8 @@ def main() -> int:
         for model_type in args.model_types:
             for views in (["axial"], ["axial", "coronal", "sagittal"]):
                 name = f"{model_type}_{len(views)}v.keras"
-                train(target, TrainOptions(model_type=model_type, views=views, model_name=name,
-                                           make_model_only=True, clobber=True, quiet=True,
-                                           **network))
+                train(target, TrainOptions(model_type=model_type, views=views, **network),
+                      model_name=name, make_model_only=True, clobber=True, quiet=True)
                 start = time.perf_counter()
                 segmenter = load_segmenter(target / "model" / name, tta=args.tta,
                                            shift_passes=args.shift_passes)

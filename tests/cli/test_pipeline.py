@@ -108,7 +108,7 @@ def test_evaluate_without_model_is_a_clear_error(tmp_path, capsys):
 def test_users_own_keras_builder_trains_through_the_pipeline(tmp_path):
     from minc_keras.data.prepare import prepare
     from minc_keras.evaluation.evaluate import evaluate
-    from minc_keras.training.trainer import TrainOptions, train
+    from minc_keras.training import TrainOptions, train
 
     def my_model(input_shape, num_classes):
         inputs = keras.Input(input_shape)
@@ -121,7 +121,7 @@ def test_users_own_keras_builder_trains_through_the_pipeline(tmp_path):
     target = tmp_path / "run"
     prepare(source, target, input_str="T1w_anat", label_str="seg", ratios=(0.5, 0.25),
             quiet=True)
-    result = train(target, TrainOptions(builder=my_model, epochs=1, batch_size=8, quiet=True))
+    result = train(target, TrainOptions(builder=my_model, epochs=1, batch_size=8), quiet=True)
     assert result.trained
     assert result.parameters == (1 * 9 * 8 + 8) + (8 * 9 * 8 + 8) + (8 * 3 + 3)
     reloaded = keras.saving.load_model(result.model_path)

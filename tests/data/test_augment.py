@@ -9,7 +9,8 @@ from synthetic import make_subject, write_dataset
 from minc_keras.data.augment import SliceAugmenter, expand_class
 from minc_keras.data.cache import build_cache
 from minc_keras.io import Volume, read_volume, write_volume
-from minc_keras.training.trainer import TrainOptions, _augmenter
+from minc_keras.training.options import TrainOptions
+from minc_keras.training.sampling import augmenter as _augmenter
 
 
 def _slices(n=6):

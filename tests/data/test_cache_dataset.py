@@ -131,7 +131,8 @@ def test_open_without_cache_says_what_to_do(tmp_path):
 
 
 def test_repeat_class_shows_the_slices_that_hold_it_twice(dataset_root, tmp_path):
-    from minc_keras.training.trainer import TrainOptions, _rare_class
+    from minc_keras.training.options import TrainOptions
+    from minc_keras.training.sampling import rare_class as _rare_class
 
     cache = build_cache(_rows(dataset_root), tmp_path / "data", config=CONFIG, quiet=True)
     rare = _rare_class(cache, TrainOptions(oversample_rare=True))

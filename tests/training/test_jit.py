@@ -117,10 +117,9 @@ def test_compiling_counts_against_the_time_budget(tmp_path, monkeypatch, caplog)
     # batch and saves a checkpoint, and the time is on the record
     monkeypatch.setattr(train_module, "compile_train_step", lambda model, data: (100.0, True))
     options = train_module.TrainOptions(model_type="unet", nK=[4], epochs=1000, batch_size=4,
-                                        time_budget=0.1, schedule="cosine", quiet=True,
-                                        jit_compile=True)
+                                        time_budget=0.1, schedule="cosine", jit_compile=True)
     with caplog.at_level(logging.INFO, logger="minc_keras.training.trainer"):
-        result = train_module.train(target, options)
+        result = train_module.train(target, options, quiet=True)
     assert "axial view: training step compiled in 100 s" in caplog.text
     assert "compiling took 100 s of its 6 s" in caplog.text
     assert len(result.history["loss"]) == 1
@@ -133,8 +132,8 @@ def test_compiling_counts_against_the_time_budget(tmp_path, monkeypatch, caplog)
 
 
 def test_jit_compile_flag_is_off_unless_given():
-    from minc_keras.cli.main import _train_options, build_parser
+    from minc_keras.cli.parser import parse_args, train_options
 
     base = ["train", "--target", "t"]
-    assert _train_options(build_parser().parse_args(base)).jit_compile is False
-    assert _train_options(build_parser().parse_args([*base, "--jit-compile"])).jit_compile
+    assert train_options(parse_args(base)).jit_compile is False
+    assert train_options(parse_args([*base, "--jit-compile"])).jit_compile

@@ -7,16 +7,14 @@ import numpy as np
 import pytest
 from synthetic import write_dataset
 
-from minc_keras.cli.main import _train_options, build_parser, main
+from minc_keras.cli.main import main
+from minc_keras.cli.parser import parse_args, train_options
+from minc_keras.training.callbacks import CosineSchedule, TimeBudget
 from minc_keras.training.recipes import RECIPES
-from minc_keras.training.trainer import _CosineSchedule, _TimeBudget
 
 
 def _options(argv):
-    from minc_keras.cli.main import _normalise_argv, _recipe_named
-
-    argv = _normalise_argv(argv)
-    return _train_options(build_parser(_recipe_named(argv)).parse_args(argv))
+    return train_options(parse_args(argv))
 
 
 BASE = ["--source", "s", "--target", "t"]
@@ -35,7 +33,7 @@ def test_no_recipe_keeps_the_workshop_defaults():
 @pytest.mark.parametrize("name", ["default", "fast"])
 def test_recipe_sets_defaults_and_explicit_flags_win(name):
     options = _options(["run", *BASE, "--recipe", name])
-    for key, value in RECIPES[name].items():
+    for key, value in RECIPES[name].values.items():
         assert getattr(options, key) == value, key
     given = _options([*BASE, "--lr", "5e-4", "--recipe", name, "--views", "axial",
                       "--no-augment", "--no-augment-atrophy", "--time-budget", "2"])
@@ -44,7 +42,7 @@ def test_recipe_sets_defaults_and_explicit_flags_win(name):
     assert given.augment is False
     assert given.augment_atrophy is False
     assert given.time_budget == 2.0
-    assert given.model_type == RECIPES[name]["model_type"]
+    assert given.model_type == RECIPES[name].values["model_type"]
 
 
 def test_recipe_applies_to_train_subcommand():
@@ -66,7 +64,7 @@ def test_unknown_recipe_is_a_usage_error(capsys):
 
 
 def test_cosine_schedule_warms_up_then_decays_monotonically():
-    schedule = _CosineSchedule(1e-3, total_steps=1000)
+    schedule = CosineSchedule(1e-3, total_steps=1000)
     rates = [schedule.rate(p) for p in np.linspace(0, 1, 201)]
     peak = int(np.argmax(rates))
     assert rates[0] == 0.0
@@ -80,12 +78,12 @@ def test_time_budget_stops_after_the_deadline():
     class Model:
         stop_training = False
 
-    budget = _TimeBudget(deadline=0.0)
+    budget = TimeBudget(deadline=0.0)
     budget.set_model(Model())
     budget.on_train_batch_end(0)
     assert budget.model.stop_training
     assert budget.stopped_early
-    patient = _TimeBudget(deadline=float("inf"))
+    patient = TimeBudget(deadline=float("inf"))
     patient.set_model(Model())
     patient.on_train_batch_end(0)
     assert not patient.model.stop_training
@@ -102,7 +100,7 @@ def test_time_budget_ends_training_early_with_a_checkpoint(tmp_path, capsys):
     assert "no test subjects" in out
     history = json.loads((target / "model" / "history.json").read_text())
     assert history["loss"]  # at least one (partial) epoch was validated and saved
-    assert len(history["loss"]) < RECIPES["fast"]["epochs"]  # the budget stopped it early
+    assert len(history["loss"]) < RECIPES["fast"].values["epochs"]  # the budget stopped it early
     config = json.loads((target / "model" / "config.json").read_text())
     assert config["recipe"] == "fast"
     assert config["augment"] is True
@@ -134,16 +132,15 @@ def test_16_bit_training_saves_a_model_that_predicts_float32(tmp_path, flags):
 
 def test_time_budget_is_shared_by_the_views(tmp_path):
     from minc_keras.data.prepare import prepare
-    from minc_keras.training.trainer import TrainOptions, train
+    from minc_keras.training import TrainOptions, train
 
     source = write_dataset(tmp_path / "source", n_subjects=4)
     target = tmp_path / "run"
     prepare(source, target, input_str="T1w_anat", label_str="seg", ratios=(0.5, 0.5),
             quiet=True)
     options = TrainOptions(model_type="unet", nK=[4], epochs=1000, batch_size=4,
-                           views=["axial", "coronal"], time_budget=0.1, schedule="cosine",
-                           quiet=True)
-    result = train(target, options)
+                           views=["axial", "coronal"], time_budget=0.1, schedule="cosine")
+    result = train(target, options, quiet=True)
     assert set(result.histories) == {"axial", "coronal"}
     assert all(1 <= len(h["loss"]) < 1000 for h in result.histories.values())
     assert (target / "model" / "model_coronal.keras").is_file()

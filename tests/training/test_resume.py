@@ -104,7 +104,7 @@ class _Killed(BaseException):
 def test_a_kill_between_checkpoint_and_state_resumes_from_the_checkpoint(
         source, uninterrupted, tmp_path, monkeypatch):
     """The checkpoint of epoch 2 is saved, its state file is not: resume at epoch 2."""
-    from minc_keras.training import trainer as train_module
+    from minc_keras.training import callbacks as train_module
 
     target = tmp_path / "run"
     _prepare(source, target)

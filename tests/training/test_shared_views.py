@@ -12,7 +12,7 @@ from minc_keras.data.cache import SliceCache
 from minc_keras.data.dataset import SliceDataset, slice_size
 from minc_keras.inference.segmenter import load_segmenter
 from minc_keras.models.saving import load_trained
-from minc_keras.training.trainer import TrainOptions, train
+from minc_keras.training import RunControl, TrainOptions, train
 
 VIEWS = ["axial", "coronal", "sagittal"]
 
@@ -31,13 +31,16 @@ def prepared(tmp_path_factory):
 
 def _options(**changes) -> TrainOptions:
     base = {"model_type": "unet", "nK": [4], "epochs": 2, "batch_size": 4, "lr": 1e-3,
-            "views": VIEWS, "shared_views": True, "quiet": True, "clobber": True}
+            "views": VIEWS, "shared_views": True}
     return TrainOptions(**{**base, **changes})
+
+
+RUN = {"quiet": True, "clobber": True}
 
 
 def test_one_network_learns_every_view_and_each_views_file_runs_it(prepared, caplog):
     with caplog.at_level(logging.INFO, logger="minc_keras.training.trainer"):
-        result = train(prepared, _options())
+        result = train(prepared, _options(), **RUN)
     cache = SliceCache.open(prepared / "data")
     slices = sum(SliceDataset(cache, "train", view).num_slices for view in VIEWS)
     assert f"shared network of the axial, coronal, sagittal views ({result.parameters} " \
@@ -63,8 +66,8 @@ def test_one_network_learns_every_view_and_each_views_file_runs_it(prepared, cap
 
 
 def test_a_shared_network_is_counted_once_when_kept(prepared):
-    train(prepared, _options(epochs=1))
-    kept = train(prepared, _options(epochs=1, clobber=False))
+    train(prepared, _options(epochs=1), **RUN)
+    kept = train(prepared, _options(epochs=1), quiet=True)
     assert not kept.trained
     assert kept.parameters == load_trained(prepared / "model" / "model.keras",
                                            compile=False)[0].count_params()
@@ -73,7 +76,7 @@ def test_a_shared_network_is_counted_once_when_kept(prepared):
 def test_resume_writes_the_views_files_a_kill_left_missing(prepared, capsys):
     from minc_keras.cli.main import main
 
-    train(prepared, _options(epochs=1))
+    train(prepared, _options(epochs=1), **RUN)
     copy = prepared / "model" / "model_sagittal.keras"
     copy.unlink()  # as if killed after training, before the copies were written
     assert main(["train", "--target", str(prepared), "--quiet"]) == 2
@@ -89,7 +92,7 @@ def test_a_shared_network_draws_one_learning_curve(prepared):
     report.mkdir(exist_ok=True)
     stale = report / "learning_curves_coronal.png"  # from a run of one network per view
     stale.write_bytes(b"old curve")
-    _, figures = train_and_report(prepared, _options(epochs=1))
+    _, figures = train_and_report(prepared, _options(epochs=1), RunControl(**RUN))
     assert figures == [report / "learning_curves.png"]
     assert figures[0].is_file()
     assert not stale.exists()
