@@ -44,7 +44,7 @@ from synthetic import XYZ_AFFINE, ZYX_AFFINE, make_subject, write_dataset
 import minc_keras.io.write
 from minc_keras.cli.main import main
 from minc_keras.io import Volume, output_suffix, read_volume, write_volume
-from minc_keras.predict.runner import scan_name
+from minc_keras.predict.inputs import scan_name
 
 PATTERNS = ("--input-str", "T1w_anat", "--label-str", "seg")
 RATIOS = ("--ratios", "0.5", "0.25")  # 4 subjects: 2 train, 1 validate, 1 test

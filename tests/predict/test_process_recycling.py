@@ -87,7 +87,7 @@ def test_a_killed_child_is_one_sentence_and_a_rerun_goes_on(cohort_model, cohort
     thread.join(300)
     assert "report" not in outcome
     assert "ended without finishing it" in str(outcome["error"])
-    assert "--skip-existing" in str(outcome["error"])
+    assert "`skip_existing`" in str(outcome["error"])  # the CLI prints it as --skip-existing
     report = predict_scans(cohort_model, [str(cohort_scans)], out, quiet=True, scans_per_process=2,
                            skip_existing=True)
     assert len(report.rows) + len(report.skipped) == 7

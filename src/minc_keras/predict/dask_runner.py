@@ -3,52 +3,23 @@
 A local cluster (``--workers N`` processes, one thread each) is started by default; give
 ``--scheduler-address tcp://host:8786`` to use an existing cluster instead, for example
 one that ``dask-jobqueue`` started on SLURM nodes. Each worker process loads the model
-once and segments scans with exactly the code of the serial path, so the outputs are
-the same files; a scan that fails is reported and the others go on.
+once and segments scans with exactly the code of the serial path
+(:mod:`minc_keras.predict.worker`), so the outputs are the same files; a scan that fails
+is reported and the others go on.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-from minc_keras.core.errors import MincKerasError, UsageError
+from minc_keras.core.errors import UsageError
 from minc_keras.core.progress import progress
+from minc_keras.predict.worker import segment_on_worker, take_outcome
 
 log = logging.getLogger(__name__)
-
-
-@functools.lru_cache(maxsize=4)
-def worker_segmenter(model_path: str, tta: bool):
-    """The model of ``model_path``, loaded once per worker process and kept."""
-    from minc_keras.inference.segmenter import load_segmenter
-
-    return load_segmenter(Path(model_path), tta=tta)
-
-
-def segment_on_worker(path: str, *, model_path: str, out_dir: str, clobber: bool,
-                      save_probabilities: bool, batch_size: int, tta: bool,
-                      name: str | None = None) -> tuple[str, dict | str]:
-    """Segment one scan on a worker: ``("done", row)`` or ``("failed", reason)``.
-
-    ``name`` starts the outputs' file names (:func:`minc_keras.predict.runner.output_names`).
-
-    Errors about the input become a failure of this scan only; anything else (a bug)
-    propagates to the client.
-    """
-    from minc_keras.predict.runner import segment_file
-
-    try:
-        segmenter = worker_segmenter(model_path, tta)
-        row = segment_file(segmenter, Path(path), Path(out_dir), model_path=Path(model_path),
-                           clobber=clobber, save_probabilities=save_probabilities,
-                           batch_size=batch_size, name=name)
-    except MincKerasError as exc:
-        return "failed", str(exc)
-    return "done", row
 
 
 def _connect(workers: int, address: str | None):
@@ -59,7 +30,7 @@ def _connect(workers: int, address: str | None):
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:
-        raise UsageError("--scheduler dask needs dask.distributed; install it with "
+        raise UsageError("`scheduler` dask needs dask.distributed; install it with "
                          "pip install 'dask[distributed]'") from None
     if address:
         try:
@@ -69,7 +40,7 @@ def _connect(workers: int, address: str | None):
             raise UsageError(f"cannot reach the Dask scheduler at {address} ({exc}); check the "
                              "address and that the scheduler is running") from None
     if workers < 1:
-        raise UsageError(f"--workers {workers} is below 1; give the number of worker processes")
+        raise UsageError(f"`workers` {workers} is below 1; give the number of worker processes")
     # one thread per worker process, in the workers' environment only: Dask also sets
     # OMP_NUM_THREADS=1 and the like in ours, which later subprocesses would inherit
     environ = dict(os.environ)
@@ -99,7 +70,7 @@ def segment_on_dask(model_path: Path, scans: list[Path], out_dir: Path, *,
     out_dir : Path
         Where the outputs go, writable from every worker.
     names : dict, optional
-        The name each scan's outputs take (:func:`minc_keras.predict.runner.output_names`).
+        The name each scan's outputs take (:func:`minc_keras.predict.inputs.output_names`).
     clobber, save_probabilities, batch_size, tta
         As for :func:`minc_keras.predict.runner.predict_scans`.
     workers : int
@@ -126,13 +97,7 @@ def segment_on_dask(model_path: Path, scans: list[Path], out_dir: Path, *,
                    for scan in scans}
         for future in progress(as_completed(futures), total=len(futures), desc="segmenting",
                                unit="scan", disable=quiet):
-            scan = futures[future]
-            status, result = future.result()
-            if status == "done":
-                on_done(result)
-            else:
-                log.warning("skipped %s: %s", scan, result)
-                failures.append((scan, result))
+            take_outcome(futures[future], future.result(), on_done, failures)
     finally:
         client.close()
         if cluster is not None:

@@ -7,7 +7,9 @@ when the slice shapes vary from scan to scan. Python's own objects stay flat. Ov
 261-scan cohort one process grew from 1.4 to 2.6 GB. So a cohort is segmented in chunks of
 ``scans_per_process`` scans, each in a fresh process that loads the model once: memory
 stays bounded whatever the cohort size, for a few seconds of start-up per chunk. This
-process (the parent) never imports the backend; it only collects the rows.
+process (the parent) never imports the backend; it only collects the rows: the modules it
+imports (:mod:`minc_keras.predict.worker` and those below it) import the backend only inside
+the functions that run a model.
 """
 
 from __future__ import annotations
@@ -23,8 +25,7 @@ from pathlib import Path
 
 from minc_keras.core.errors import ProcessDiedError
 from minc_keras.core.progress import progress
-
-log = logging.getLogger(__name__)
+from minc_keras.predict.worker import Outcome, segment_on_worker, take_outcome, worker_segmenter
 
 #: Scans one process segments before a fresh one takes over (about 2-3 % start-up cost).
 SCANS_PER_PROCESS = 32
@@ -38,19 +39,17 @@ def _start_child(level: int) -> None:
 
 def _load_model(model_path: str, tta: bool) -> None:
     """Load the model in the child (kept for its scans); raises if it is not usable."""
-    from minc_keras.predict.dask_runner import worker_segmenter
-
     worker_segmenter(model_path, tta)
 
 
-def _result(future: Future, scan: Path):
+def _result(future: Future, scan: Path) -> Outcome:
     """The future's result; a child that died becomes one sentence, not a traceback."""
     try:
         return future.result()
     except BrokenProcessPool:
         raise ProcessDiedError(
             f"the process segmenting {scan} ended without finishing it (killed, or out of "
-            "memory?); rerun the same command with --skip-existing to go on from there"
+            "memory?); rerun the same command with `skip_existing` to go on from there"
         ) from None
 
 
@@ -71,7 +70,7 @@ def segment_in_fresh_processes(model_path: Path, scans: list[Path], out_dir: Pat
     out_dir : Path
         Where the outputs go.
     names : dict, optional
-        The name each scan's outputs take (:func:`minc_keras.predict.runner.output_names`).
+        The name each scan's outputs take (:func:`minc_keras.predict.inputs.output_names`).
     clobber, save_probabilities, batch_size, tta
         As for :func:`minc_keras.predict.runner.predict_scans`.
     quiet : bool
@@ -92,8 +91,6 @@ def segment_in_fresh_processes(model_path: Path, scans: list[Path], out_dir: Pat
         If the model cannot be loaded (raised in the child, re-raised here), or a child
         process dies (:class:`~minc_keras.core.errors.ProcessDiedError`).
     """
-    from minc_keras.predict.dask_runner import segment_on_worker
-
     segment = functools.partial(
         segment_on_worker, model_path=str(Path(model_path).resolve()),
         out_dir=str(Path(out_dir).resolve()), clobber=clobber,
@@ -111,13 +108,9 @@ def segment_in_fresh_processes(model_path: Path, scans: list[Path], out_dir: Pat
             futures = [pool.submit(segment, str(scan), name=(names or {}).get(scan))
                        for scan in chunk]
             for scan, future in zip(chunk, futures, strict=True):
-                status, result = _result(future, scan)
+                outcome = _result(future, scan)
                 next(bar, None)
-                if status == "done":
-                    on_done(result)
-                else:
-                    log.warning("skipped %s: %s", scan, result)
-                    failures.append((scan, result))
+                take_outcome(scan, outcome, on_done, failures)
         finally:  # on an error or Ctrl-C, the scans not started are not started
             pool.shutdown(wait=True, cancel_futures=True)
     return failures

@@ -1,0 +1,147 @@
+"""The outputs of one predicted scan, written as a set: labels, probability maps, sidecar.
+
+For a scan whose outputs are named ``<name>`` (:func:`minc_keras.predict.inputs.output_names`):
+``<name>_dseg.<suffix>`` (labels in the scan's grid and format), optionally
+``<name>_label-<class>_probseg.<suffix>`` (:func:`bids_label`: ``label-GM``,
+``label-label1``), and ``<name>_dseg.json`` (model, versions, class names, source, volumes,
+QC). If one of them cannot be written, none is left.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from minc_keras import __version__
+from minc_keras.core.atomic import write_text_atomic
+from minc_keras.core.errors import OutputExistsError
+from minc_keras.io import Volume, output_suffix, read_volume, write_volume
+from minc_keras.predict.inputs import check_is_scan, scan_name
+from minc_keras.predict.qc import normalised_entropy
+from minc_keras.predict.volumes import tissue_volumes
+
+if TYPE_CHECKING:  # the backend is imported only where a model runs (see predict.processes)
+    from minc_keras.inference.segment import Segmentation
+    from minc_keras.inference.segmenter import Segmenter
+
+
+def output_paths(path: Path, out_dir: Path, name: str) -> tuple[Path, Path]:
+    """The labels and sidecar of scan ``path``, whose outputs are named ``name``.
+
+    >>> [p.name for p in output_paths(Path("in/s1.mnc"), Path("out"), "a_s1")]
+    ['a_s1_dseg.mnc', 'a_s1_dseg.json']
+    """
+    return out_dir / f"{name}_dseg{output_suffix(path)}", out_dir / f"{name}_dseg.json"
+
+
+def bids_label(name: str, index: int) -> str:
+    """A class name as the value of a BIDS ``label-`` entity: its letters and digits only.
+
+    BIDS entity values are alphanumeric, and a name such as ``grey matter`` or ``a/b``
+    must not split a file name or make a folder.
+
+    >>> bids_label("label_1", 1), bids_label("grey matter", 2), bids_label("__", 3)
+    ('label1', 'greymatter', 'class3')
+    """
+    return re.sub(r"[^0-9A-Za-z]", "", name) or f"class{index}"
+
+
+def _sidecar_labels(path: Path) -> str | None:
+    """The labels file a ``_dseg.json`` sidecar names, or None (no sidecar, or not ours)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("labels")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _sidecar(segmenter: Segmenter, path: Path, label_path: Path, model_path: Path,
+             row: dict) -> dict:
+    """The ``_dseg.json`` of scan ``path``: model, versions, classes, volumes and QC."""
+    info = segmenter.info
+    return {"source": str(path), "labels": str(label_path), "model": str(model_path),
+            "minc_keras_version": __version__,
+            "keras_backend": info.keras_backend,
+            "class_values": info.class_values, "class_names": info.class_names,
+            "views": segmenter.views, "shift_passes": segmenter.shift_passes,
+            "tta": segmenter.tta,
+            "class_offsets": segmenter.class_offsets,
+            "volumes_ml": {k: v for k, v in row.items() if k.endswith("_ml")},
+            "qc_entropy": row["qc_entropy"]}
+
+
+def _probability_maps(probabilities: np.ndarray, class_names: list[str]
+                      ) -> list[tuple[np.ndarray, str]]:
+    """Each class's probability map with its ``label-`` value (one map for one sigmoid)."""
+    count = probabilities.shape[-1]
+    return [(probabilities[..., index],
+             bids_label(class_names[index if count > 1 else 1], index))
+            for index in range(1 if count == 1 else 0, count)]
+
+
+def _write_set(result: Segmentation, volume: Volume, sidecar: dict, *, path: Path,
+               out_dir: Path, name: str, model_path: Path, class_names: list[str],
+               clobber: bool, save_probabilities: bool) -> None:
+    """Write a scan's outputs as a set: if one cannot be written, none is left."""
+    label_path, sidecar_path = output_paths(path, out_dir, name)
+    written: list[Path] = []
+    # The sidecar goes first and the labels last, so a scan whose labels exist (what
+    # --skip-existing looks for) always has its sidecar, and its volumes.csv row can be
+    # restored even if the job was killed; probability maps beside a sidecar but no labels
+    # are what such a job left, and are replaced.
+    unfinished = not label_path.exists() and _sidecar_labels(sidecar_path) == str(label_path)
+    try:
+        written.append(write_text_atomic(sidecar_path, json.dumps(sidecar, indent=1)))
+        if save_probabilities:
+            for probability, label in _probability_maps(result.probabilities, class_names):
+                written.append(write_volume(
+                    Volume(probability, volume.affine),
+                    out_dir / f"{name}_label-{label}_probseg{output_suffix(path)}",
+                    clobber=clobber or unfinished))
+        written.append(write_volume(
+            Volume(result.labels, volume.affine), label_path, clobber=clobber,
+            history=f"minc-keras {__version__} predict --model {model_path} {path}"))
+    except BaseException:
+        for done in written:
+            done.unlink(missing_ok=True)
+        raise
+
+
+def segment_file(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path: Path,
+                 clobber: bool = False, save_probabilities: bool = False,
+                 batch_size: int = 8, name: str | None = None) -> dict:
+    """Segment one scan file and write its outputs; return its row for ``volumes.csv``.
+
+    ``name`` starts the outputs' file names (default: the scan's, :func:`scan_name`).
+
+    Raises
+    ------
+    OutputExistsError
+        If the labels exist already and ``clobber`` is false.
+    MincKerasError
+        If the scan cannot be read, is a label map, or an output cannot be written.
+    """
+    # Deferred: segment_volume imports the Keras backend, which the parent process of the
+    # fresh-process runner (predict.processes) must never import; only a process that runs
+    # a model calls this function.
+    from minc_keras.inference.segment import segment_volume
+
+    name = name or scan_name(path)
+    label_path = output_paths(path, out_dir, name)[0]
+    if label_path.exists() and not clobber:
+        raise OutputExistsError(f"{label_path} exists already; pass --clobber to replace it")
+    info = segmenter.info
+    volume = read_volume(path)
+    check_is_scan(volume.data)
+    result = segment_volume(segmenter, volume, batch_size=batch_size)
+    row = {"scan": str(path), "output": str(label_path),
+           **tissue_volumes(result.classes, info, volume.voxel_volume_ml),
+           "qc_entropy": normalised_entropy(result.probabilities, result.classes > 0)}
+    _write_set(result, volume, _sidecar(segmenter, path, label_path, model_path, row),
+               path=path, out_dir=out_dir, name=name, model_path=model_path,
+               class_names=info.class_names, clobber=clobber,
+               save_probabilities=save_probabilities)
+    return row
