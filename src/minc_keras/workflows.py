@@ -7,12 +7,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from minc_keras.core.atomic import atomic_output
 from minc_keras.core.layout import RunLayout
 from minc_keras.data.prepare import PrepareSummary, prepare
-from minc_keras.evaluation.evaluate import Evaluation, evaluate, predict_test_subjects
-from minc_keras.reporting.figures import plot_history
+from minc_keras.evaluation.evaluate import Evaluation, evaluate_test_split, predict_test_scans
+from minc_keras.io import Volume, output_suffix, write_volume
+from minc_keras.reporting.figures import plot_history, save_montage
 from minc_keras.reporting.html import write_html_report
-from minc_keras.reporting.summary import read_json
+from minc_keras.reporting.summary import calibration_summary, read_json, write_summary
 from minc_keras.training.options import RunControl, TrainOptions
 from minc_keras.training.trainer import TrainResult, train
 
@@ -61,6 +65,90 @@ def train_and_report(target: str | Path, options: TrainOptions | None = None,
     return result, figures
 
 
+def evaluate(target: str | Path, *, model_name: str = "model.keras", predict: str | None = None,
+             batch_size: int = 8, quiet: bool = False) -> Evaluation:
+    """Evaluate the run's model on its test split and write the run's report.
+
+    Writes ``report/metrics.csv`` (Dice and volumes per test subject and class),
+    ``report/summary.json``, the labels and montages of the test subjects ``predict``
+    chooses (:func:`predict_test_subjects`), then ``report/report.html``; the command
+    ``minc-keras evaluate`` is this call.
+
+    Parameters
+    ----------
+    target : path-like
+        The run folder.
+    model_name : str
+        File under ``TARGET/model``.
+    predict : str, optional
+        Test subjects to segment: ``all``, 1-based test positions ``1,4``, or subject
+        names; None: none.
+    batch_size : int
+        Slices per batch for the loss/metric pass.
+    quiet : bool
+        No progress bar.
+
+    Returns
+    -------
+    Evaluation
+        With ``predictions`` (the files written under ``predict/test``) and ``report``.
+    """
+    layout = RunLayout(target)
+    evaluation = evaluate_test_split(target, model_name=model_name, batch_size=batch_size,
+                                     quiet=quiet)
+    with atomic_output(layout.metrics_csv, clobber=True) as tmp:
+        evaluation.table.to_csv(tmp, index=False)
+    info = evaluation.info
+    write_summary(layout.root, model=evaluation.network, parameters=evaluation.parameters,
+                  test_loss=evaluation.loss, test_accuracy=evaluation.metric,
+                  metric_name=evaluation.metric_name, mean_dice=evaluation.mean_dice,
+                  inference_seconds=evaluation.seconds_per_volume,
+                  calibration=calibration_summary(info.to_dict()) if info else None)
+    evaluation.predictions = predict_test_subjects(target, predict, model_name=model_name,
+                                                   quiet=quiet)
+    evaluation.report = write_html_report(target)
+    return evaluation
+
+
+def predict_test_subjects(target: str | Path, spec: str | None, *,
+                          model_name: str = "model.keras", clobber: bool = True,
+                          quiet: bool = False) -> list[Path]:
+    """Write label volumes (input's format and grid) and montages under ``predict/test``.
+
+    Parameters
+    ----------
+    target : path-like
+        The run folder.
+    spec : str or None
+        ``all``, 1-based test positions ``1,4``, or subject names; None: none.
+    model_name : str
+        File under ``TARGET/model``.
+    clobber : bool
+        Replace files written before.
+    quiet : bool
+        No progress bar.
+
+    Returns
+    -------
+    list of Path
+        Each subject's label volume and montage.
+    """
+    out_dir = RunLayout(target).predict_test
+    written = []
+    for case in predict_test_scans(target, spec, model_name=model_name, quiet=quiet):
+        scan = case.scan
+        # the stem is the scan's name, made unique when runs share a session
+        volume_path = out_dir / f"{scan.stem}_dseg{output_suffix(scan.input)}"
+        write_volume(Volume(case.labels, np.asarray(scan.affine)), volume_path, clobber=clobber,
+                     history=f"minc-keras prediction of {scan.input} with {case.model_path}")
+        montage = save_montage(case.image, case.truth, case.predicted,
+                               out_dir / f"{scan.stem}_montage.png",
+                               num_classes=case.info.classes,
+                               class_names=case.info.class_names, title=scan.stem)
+        written += [volume_path, montage]
+    return written
+
+
 def run_pipeline(source: str | Path, target: str | Path, *, input_str: str, label_str: str,
                  ratios: tuple[float, float], seed: int, options: TrainOptions | None = None,
                  control: RunControl | None = None, predict: str | None = None,
@@ -104,10 +192,10 @@ def run_pipeline(source: str | Path, target: str | Path, *, input_str: str, labe
     done("train")
     if control.make_model_only:
         return result
-    result.evaluation = evaluate(target, model_name=control.model_name, quiet=control.quiet)
+    result.evaluation = evaluate(target, model_name=control.model_name, predict=predict,
+                                 quiet=control.quiet)
     done("evaluate")
-    result.predictions = predict_test_subjects(target, predict, model_name=control.model_name,
-                                               quiet=control.quiet)
-    result.report = write_html_report(target)
+    result.predictions = result.evaluation.predictions
+    result.report = result.evaluation.report
     done("predict")
     return result

@@ -107,8 +107,8 @@ def test_evaluate_without_model_is_a_clear_error(tmp_path, capsys):
 
 def test_users_own_keras_builder_trains_through_the_pipeline(tmp_path):
     from minc_keras.data.prepare import prepare
-    from minc_keras.evaluation.evaluate import evaluate
     from minc_keras.training import TrainOptions, train
+    from minc_keras.workflows import evaluate
 
     def my_model(input_shape, num_classes):
         inputs = keras.Input(input_shape)

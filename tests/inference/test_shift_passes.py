@@ -71,7 +71,7 @@ def test_training_records_one_pass_per_input_stride_and_predict_uses_it(tmp_path
                  "--nK", "2,4", "--input-stride", str(stride), "--epochs", "1",
                  "--batch-size", "4", "--quiet"]) == 0
     model = keras.saving.load_model(target / "model" / "model.keras")
-    assert read_info(model)["shift_passes"] == stride
+    assert read_info(model).shift_passes == stride
     assert json.loads((target / "model" / "config.json").read_text())["input_stride"] == stride
     scan = next(source.glob("sub-01/*T1w*"))
     assert main(["predict", "--model", str(target / "model" / "model.keras"), "-o",

@@ -124,21 +124,21 @@ def test_recipe_run_calibrates_and_prediction_uses_it(tmp_path, capsys, flag):
     page = (target / "report" / "report.html").read_text()
     if flag == "--no-calibrate":
         assert "calibrated" not in out
-        assert "class_offsets" not in info
+        assert info.class_offsets is None
         assert summary["calibration"] is None
         assert "Class offsets" not in page
         return
     # the recipe trains with simulated atrophy, so atrophied copies join the fit
     assert "calibrated on 2 validation scans and 2 atrophied copies: class offsets label_1 " in out
-    assert info["calibration"]["atrophy_voxels"] == 3.0
-    offsets = info["class_offsets"]
-    assert len(offsets) == info["num_outputs"] == 3
+    assert info.calibration["atrophy_voxels"] == 3.0
+    offsets = info.class_offsets
+    assert len(offsets) == info.num_outputs == 3
     assert offsets[0] == 0
-    assert info["calibration"]["dice_after"] >= info["calibration"]["dice_before"]
+    assert info.calibration["dice_after"] >= info.calibration["dice_before"]
     assert load_segmenter(path).class_offsets == offsets
     # the run's summary and report show them, by class name
     assert summary["calibration"]["offsets"] == dict(
-        zip(info["class_names"][1:], offsets[1:], strict=True))
+        zip(info.class_names[1:], offsets[1:], strict=True))
     assert summary["calibration"]["atrophied_copies"] == 2
     assert "<h3>Class offsets (--calibrate)</h3>" in page
     assert "2 validation scans and 2 atrophied copies of them" in page

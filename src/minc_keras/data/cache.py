@@ -1,10 +1,11 @@
 """The preprocessed, memory-mappable cache under ``TARGET/data``.
 
-Each scan is read once, reoriented to RAS, intensity-normalised and cropped to its
-brain; the result is stored as two ``.npy`` files (float16 image, int16 label) that
-training memory-maps slice by slice, so RAM never holds the cohort. ``manifest.json``
-records, per scan, everything needed to find its slices and to put a prediction back
-into the scan's own grid. Scans whose files have not changed are reused.
+Each scan is read once and prepared by :data:`TRAINING_PREPROCESSOR` (reoriented to
+RAS, intensity-normalised and cropped to its head); the result is stored as two ``.npy``
+files (float16 image, int16 label) that training memory-maps slice by slice, so RAM never
+holds the cohort. ``manifest.json`` records, per scan, everything needed to find its
+slices and to put a prediction back into the scan's own grid. Scans whose files have not
+changed are reused.
 """
 
 from __future__ import annotations
@@ -25,17 +26,15 @@ from minc_keras.core.atomic import atomic_output, write_text_atomic
 from minc_keras.core.errors import DatasetError, OutputExistsError
 from minc_keras.core.progress import progress
 from minc_keras.io import read_volume
-from minc_keras.preprocessing.transforms import (
-    bounding_box,
-    brain_mask,
-    normalise_intensity,
-    to_canonical,
-)
+from minc_keras.preprocessing.preprocessor import Placement, Preprocessor
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-CROP_MARGIN = 4
+#: How the cache prepares every scan; models record it (``Preprocessor.info_fields``) and
+#: prediction reads it back. Training arrays keep each scan's own voxel size.
+TRAINING_PREPROCESSOR = Preprocessor()
+CROP_MARGIN = TRAINING_PREPROCESSOR.crop_margin
 #: Scans whose arrays a :class:`SliceCache` keeps mapped between reads (least recently
 #: used first out): mapping a file anew costs a page fault per page a slice touches.
 MAPPED_SCANS = 16
@@ -65,6 +64,12 @@ class CachedScan:
     def name(self) -> str:
         """``sub-XX`` or ``sub-XX_ses-YY``, for file names and tables."""
         return f"{self.subject}_{self.session}" if self.session else self.subject
+
+    @property
+    def placement(self) -> Placement:
+        """Where the cached arrays sit in the scan, for :meth:`Preprocessor.inverse`."""
+        return Placement(affine=np.asarray(self.affine), shape=tuple(self.shape),
+                         start=tuple(self.crop_start), crop_shape=tuple(self.crop_shape))
 
 
 def _fingerprint(*paths: str) -> str:
@@ -116,13 +121,9 @@ def preprocess_scan(row: dict, cache_dir: Path, stem: str) -> CachedScan:
             f"label {row['label']} has negative values (e.g. {int(values.min())}); "
             "relabel it with class codes 0, 1, 2, ... (0 for background)"
         )
-    data, _ = to_canonical(image.data, image.affine)
-    labels, _ = to_canonical(label.data, label.affine)
-    mask = brain_mask(data) | (labels > 0)
-    norm, intensity_range = normalise_intensity(data, mask)
-    box = bounding_box(mask, CROP_MARGIN)
-    img = norm[box].astype(np.float16)
-    lab = labels[box].astype(np.int16)
+    prepared = TRAINING_PREPROCESSOR.forward(image.data, image.affine, labels=label.data)
+    img = prepared.data.astype(np.float16)
+    lab = prepared.labels.astype(np.int16)
     occupied = (img != 0) | (lab != 0)
     nonempty = [np.flatnonzero(occupied.any(axis=tuple(a for a in range(3) if a != axis)))
                 .tolist() for axis in range(3)]
@@ -133,8 +134,8 @@ def preprocess_scan(row: dict, cache_dir: Path, stem: str) -> CachedScan:
         input=row["input"], label=row["label"],
         fingerprint=_fingerprint(row["input"], row["label"]), stem=stem,
         affine=image.affine.tolist(), shape=list(image.shape),
-        crop_start=[s.start for s in box], crop_shape=list(img.shape),
-        intensity_range=list(intensity_range), label_values=[int(v) for v in values],
+        crop_start=list(prepared.placement.start), crop_shape=list(img.shape),
+        intensity_range=list(prepared.intensity_range), label_values=[int(v) for v in values],
         nonempty=nonempty,
     )
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from minc_keras.core.errors import DatasetError
 from minc_keras.data.cache import SliceCache
 from minc_keras.inference.offsets import apply_offsets
 from minc_keras.inference.probabilities import predict_probabilities, probabilities_to_classes
+from minc_keras.models.info import ModelInfo
 from minc_keras.models.saving import load_trained
 
 
@@ -27,7 +29,7 @@ class Segmenter:
 
     Parameters
     ----------
-    members : list of (keras.Model, dict)
+    members : list of (keras.Model, ModelInfo)
         Each model with its :func:`~minc_keras.models.info.read_info` metadata.
     tta : bool
         Flip test-time augmentation.
@@ -39,29 +41,28 @@ class Segmenter:
         compare with 1).
     """
 
-    def __init__(self, members: list[tuple], *, tta: bool = False,
+    def __init__(self, members: list[tuple[keras.Model, ModelInfo]], *, tta: bool = False,
                  calibrated: bool = True, shift_passes: int | None = None) -> None:
-        self.members = members
+        self.members = [(model, _typed(info)) for model, info in members]
         self.tta = tta
-        self.class_offsets = members[0][1].get("class_offsets") if calibrated else None
-        self.shift_passes = [int(shift_passes or info.get("shift_passes", 1))
-                             for _, info in members]
+        self.class_offsets = self.info.class_offsets if calibrated else None
+        self.shift_passes = [int(shift_passes or info.shift_passes) for _, info in self.members]
 
     @property
-    def info(self) -> dict:
-        """Metadata of the first (primary) model: classes, normalisation, voxel size."""
+    def info(self) -> ModelInfo:
+        """Metadata of the first (primary) model: classes, preprocessing, calibration."""
         return self.members[0][1]
 
     @property
     def views(self) -> list[str]:
         """The view of each member."""
-        return [info["view"] for _, info in self.members]
+        return [info.view for _, info in self.members]
 
     def count_params(self) -> int:
         """Parameters of all members together (a network the views share counted once)."""
-        shared = [model for model, info in self.members if info.get("shared_network")]
+        shared = [model for model, info in self.members if info.shared_network]
         return (sum(model.count_params() for model, info in self.members
-                    if not info.get("shared_network"))
+                    if not info.shared_network)
                 + (shared[0].count_params() if shared else 0))
 
     def probabilities(self, volume: np.ndarray, *, batch_size: int = 8) -> np.ndarray:
@@ -84,7 +85,7 @@ class Segmenter:
             for flipped in (False, True) if self.tta else (False,):
                 source = volume[::-1] if flipped else volume
                 probs = predict_probabilities(model, np.ascontiguousarray(source),
-                                              view=info["view"], multiple=info["multiple"],
+                                              view=info.view, multiple=info.multiple,
                                               batch_size=batch_size, shifts=shifts)
                 if flipped:
                     probs = probs[::-1]
@@ -99,11 +100,12 @@ def load_segmenter(path: Path, *, tta: bool = False, calibrated: bool = True,
 
     ``calibrated=False`` leaves out the class offsets of ``--calibrate``; ``shift_passes``
     replaces the models' own passes per slice
-    (:class:`~minc_keras.inference.probabilities.Segmenter`).
+    (:class:`Segmenter`).
     """
+    path = Path(path)
     model, info = load_trained(path, compile=False)
     members = [(model, info)]
-    for name in info.get("ensemble", [])[1:]:
+    for name in info.ensemble[1:]:
         members.append(load_trained(path.parent / name, compile=False))
     return Segmenter(members, tta=tta, calibrated=calibrated, shift_passes=shift_passes)
 
@@ -115,10 +117,16 @@ def segment_cached(segmenter: Segmenter, cache: SliceCache, index: int,
     return probabilities_to_classes(segmenter.probabilities(image, batch_size=batch_size))
 
 
-def check_classes(info: dict, cache: SliceCache, path: Path) -> None:
+def check_classes(info: ModelInfo, cache: SliceCache, path: Path) -> None:
     """Refuse a model whose label values are not those of the prepared data."""
-    if list(info["class_values"]) != cache.class_values:
+    info = _typed(info)
+    if list(info.class_values) != cache.class_values:
         raise DatasetError(
-            f"model {path} was trained on label values {info['class_values']} but the prepared "
+            f"model {path} was trained on label values {info.class_values} but the prepared "
             f"data have {cache.class_values}; retrain with --clobber or use the matching --target"
         )
+
+
+def _typed(info: ModelInfo | dict) -> ModelInfo:
+    """``info`` as a :class:`ModelInfo` (callers may still hold the stored dictionary)."""
+    return info if isinstance(info, ModelInfo) else ModelInfo.from_dict(info)

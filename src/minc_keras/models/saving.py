@@ -9,21 +9,34 @@ from pathlib import Path
 import keras
 
 from minc_keras.core.errors import DatasetError
-from minc_keras.models.info import read_info
+from minc_keras.models.info import ModelInfo, read_info
 from minc_keras.models.precision import prediction_config
 
+#: What loading a file that is not a minc-keras model raises: not a zip archive, an
+#: unreadable file, a config Keras cannot deserialise, no information layer.
+NOT_A_MODEL = (zipfile.BadZipFile, OSError, ValueError, TypeError, KeyError)
 
-def load_trained(path: Path, *, compile: bool = True) -> tuple[keras.Model, dict]:
+
+def load_trained(path: str | Path, *, compile: bool = True) -> tuple[keras.Model, ModelInfo]:
     """Load a model saved by ``train`` and its metadata, with a clear error otherwise.
 
     ``compile=False`` skips the loss, metrics and optimizer state (prediction only).
+
+    Raises
+    ------
+    DatasetError
+        If there is no file at ``path``, or it is not a model saved by minc-keras (the
+        failures of :data:`NOT_A_MODEL`); any other exception is a bug and propagates.
     """
+    path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"no trained model at {path}; run `minc-keras train` first")
+        raise DatasetError(
+            f"no model file at {path}; check the path (train one with `minc-keras train`)"
+        )
     try:
         model = _load_model(path, compile)
         info = read_info(model)
-    except Exception as exc:
+    except NOT_A_MODEL as exc:
         # one line: Keras messages span several, and a KeyError's str() is quoted
         detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         detail = " ".join(str(detail).split()).rstrip(".") or type(exc).__name__

@@ -1,7 +1,7 @@
-"""Per-volume preprocessing: world orientation, intensity normalisation, brain crop.
+"""Per-volume preprocessing steps: world orientation, intensity normalisation, brain crop.
 
-Pure functions on arrays; the cache and prediction share them so a scan is seen by the
-network exactly the same way in training and at inference.
+Pure functions on arrays; :class:`~minc_keras.preprocessing.preprocessor.Preprocessor`
+chains them, so the cache and prediction see a scan the same way.
 """
 
 from __future__ import annotations
@@ -98,11 +98,12 @@ def brain_mask(data: np.ndarray) -> np.ndarray:
 
 
 def normalise_intensity(data: np.ndarray, mask: np.ndarray, *, low: float = 0.5,
-                        high: float = 99.5) -> tuple[np.ndarray, tuple[float, float]]:
+                        high: float = 99.5, clip: float = 1.5
+                        ) -> tuple[np.ndarray, tuple[float, float]]:
     """Scale intensities robustly to about [0, 1] inside ``mask``; zero outside.
 
     The ``low`` and ``high`` percentiles of the voxels in ``mask`` map to 0 and 1;
-    values are clipped to [0, 1.5] so that a few hot voxels do not dominate.
+    values are clipped to [0, ``clip``] so that a few hot voxels do not dominate.
 
     Parameters
     ----------
@@ -112,6 +113,8 @@ def normalise_intensity(data: np.ndarray, mask: np.ndarray, *, low: float = 0.5,
         Where the brain (or head) is.
     low, high : float
         Percentiles mapped to 0 and 1.
+    clip : float
+        Upper bound of the scaled values.
 
     Returns
     -------
@@ -132,7 +135,7 @@ def normalise_intensity(data: np.ndarray, mask: np.ndarray, *, low: float = 0.5,
     lo, hi = np.percentile(values, [low, high])
     scale = hi - lo if hi > lo else 1.0
     out = np.zeros(data.shape, np.float32)
-    out[mask] = np.clip((values - lo) / scale, 0.0, 1.5)
+    out[mask] = np.clip((values - lo) / scale, 0.0, clip)
     return out, (float(lo), float(hi))
 
 
