@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from minc_keras.cli.parser import run_control, train_options
+from minc_keras.core.errors import OutputExistsError
+from minc_keras.core.layout import RunLayout
 from minc_keras.training.options import RunControl, TrainOptions
 
 
@@ -100,14 +102,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from minc_keras.evaluation.evaluate import evaluate, predict_test_subjects
-    from minc_keras.reporting.html import write_html_report
+    from minc_keras.workflows import evaluate
 
-    _print_evaluation(evaluate(args.target, model_name=args.model_name, quiet=args.quiet))
-    for path in predict_test_subjects(args.target, args.predict, model_name=args.model_name,
-                                      quiet=args.quiet):
+    evaluation = evaluate(args.target, model_name=args.model_name, predict=args.predict,
+                          quiet=args.quiet)
+    _print_evaluation(evaluation)
+    for path in evaluation.predictions:
         print(f"wrote {path}")
-    print(f"report: {write_html_report(args.target)}")
+    print(f"report: {evaluation.report}")
     return 0
 
 
@@ -152,12 +154,16 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from minc_keras.reporting.compare import compare_runs, format_table
+    from minc_keras.reporting.compare import comparison_table, format_table, write_comparison
 
-    table, csv_path, png_path = compare_runs(args.targets, args.output)
+    table = comparison_table(args.targets)
     print(format_table(table))
-    print(f"wrote {csv_path}")
-    print(f"wrote {png_path}")
+    if args.output is not None:  # files only where asked: nothing lands in the current folder
+        for path in write_comparison(table, args.output):
+            print(f"wrote {path}")
+    elif not args.quiet:  # on stderr: stdout stays the table alone, for a pipe
+        print("(-o DIR also writes the table as DIR/compare.csv and draws DIR/compare.png)",
+              file=sys.stderr)
     return 0
 
 
@@ -208,10 +214,27 @@ def demo_command(source: Path, target: str, epochs: int, *, verbose: int, clobbe
     return "minc-keras " + shlex.join(argv)
 
 
+def refuse_earlier_demo(target: str) -> None:
+    """Refuse a ``target`` that holds an earlier demo's model or predictions.
+
+    Without ``--clobber`` nothing is overwritten: a second demo into the same folder
+    would rewrite the first one's evaluation, report and ``predict/test`` outputs.
+    """
+    layout = RunLayout(target)
+    earlier = [folder for folder in (layout.model_dir, layout.predict_test)
+               if folder.is_dir() and any(folder.iterdir())]
+    if earlier:
+        raise OutputExistsError(
+            f"{target} holds an earlier demo's outputs ({' and '.join(map(str, earlier))}); "
+            "give `clobber` to redo the demo there, or another `target`")
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from minc_keras.data.demo import make_demo_dataset
     from minc_keras.workflows import run_pipeline
 
+    if not args.clobber:
+        refuse_earlier_demo(args.target)
     source = Path(args.target) / "source"
     if args.clobber or not source.exists():
         make_demo_dataset(source, clobber=args.clobber)

@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Mapping, Sequence
 
 from minc_keras.cli.commands import COMMANDS
+from minc_keras.cli.compute import set_up_compute
 from minc_keras.cli.parser import build_parser, flag_names, parse_args
 from minc_keras.core.errors import MincKerasError
 
@@ -63,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbose = getattr(args, "verbose", 1)
     _configure_logging(verbose, getattr(args, "quiet", False))
     try:
+        set_up_compute(args)  # before the command imports Keras: the backend reads it once
         return COMMANDS[args.command](args)
     except MincKerasError as exc:
         print(f"minc-keras: error: {user_message(str(exc), flag_names(parser))}",

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from minc_keras import __version__
+from minc_keras.core.compute import DEVICES
 from minc_keras.training.options import GROUPS, RunControl, TrainOptions
 from minc_keras.training.recipes import RECIPES
 
@@ -96,6 +97,19 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars, fewer messages")
 
 
+def add_compute_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--threads`` and ``--device``, which :mod:`minc_keras.cli.compute` applies."""
+    group = parser.add_argument_group("compute")
+    group.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="CPU threads per process: torch's and the OpenMP and BLAS pools, in "
+                       "this process and the processes it starts (predict's, each local Dask "
+                       "worker's); default: the backend's, usually one per core")
+    group.add_argument("--device", choices=DEVICES, default=None,
+                       help="cpu: compute on the CPU even where a GPU is (every GPU hidden); "
+                       "cuda: on a CUDA GPU, refused where none is found; default: a GPU where "
+                       "the backend finds one")
+
+
 def _add_data_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
     group = parser.add_argument_group("data (the workshop's flags)")
     group.add_argument("--source", required=required, help="folder searched for scans and labels")
@@ -141,6 +155,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                          metavar="ADDRESS",
                          help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (a cluster "
                          "started by dask-jobqueue on SLURM, say)")
+    add_compute_options(predict)
     _add_common(predict)
 
 
@@ -153,9 +168,9 @@ def _add_tools(sub: argparse._SubParsersAction) -> None:
     compare = sub.add_parser("compare", help="compare runs: parameters, accuracy, Dice, times")
     compare.add_argument("targets", nargs="+", metavar="TARGET",
                          help="run folders (the --target of evaluated runs)")
-    compare.add_argument("-o", "--output", default=".",
-                         help="folder for compare.csv and compare.png (default: the current "
-                         "folder)")
+    compare.add_argument("-o", "--output", default=None, metavar="DIR",
+                         help="also write the table as DIR/compare.csv and draw it as "
+                         "DIR/compare.png (default: print the table only)")
     _add_common(compare)
 
     convert = sub.add_parser("convert", help="MINC1/MINC2/NIfTI -> MINC2/NIfTI, same geometry")
@@ -168,7 +183,10 @@ def _add_tools(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--target", default="minc-keras-demo",
                       help="folder for the demo data and the run (default minc-keras-demo)")
     demo.add_argument("--epochs", type=int, default=5)
-    demo.add_argument("--clobber", action="store_true", help="redo everything from scratch")
+    demo.add_argument("--clobber", action="store_true",
+                      help="redo everything from scratch (without it, a target that holds an "
+                      "earlier demo's outputs is refused)")
+    add_compute_options(demo)
     _add_common(demo)
 
     demo_data = sub.add_parser("demo-data", help="write a small demo dataset (MINC2)")
@@ -194,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_options(run)
     run.add_argument("--predict", default=None,
                      help="test subjects to segment: `all`, positions like 1,4, or names")
+    add_compute_options(run)
     _add_common(run)
 
     prepare = sub.add_parser("prepare", help="discover scans, split subjects, fill the cache")
@@ -205,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--clobber", action="store_true", help="retrain over an existing model")
     add_training_options(train)
+    add_compute_options(train)
     _add_common(train)
 
     evaluate = sub.add_parser("evaluate", help="test-split metrics of TARGET's model")
@@ -212,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", dest="model_name", default="model.keras")
     evaluate.add_argument("--predict", default=None,
                           help="test subjects to segment: `all`, positions like 1,4, or names")
+    add_compute_options(evaluate)
     _add_common(evaluate)
 
     _add_predict(sub)

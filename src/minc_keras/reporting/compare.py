@@ -122,12 +122,30 @@ def compare_runs(targets: Sequence[str | os.PathLike],
         The files written.
     """
     table = comparison_table(targets)
+    return (table, *write_comparison(table, output))
+
+
+def write_comparison(table: pd.DataFrame, output: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``compare.csv`` and ``compare.png`` of ``table`` into the folder ``output``.
+
+    Parameters
+    ----------
+    table : DataFrame
+        From :func:`comparison_table`.
+    output : path-like
+        Folder for the CSV and the chart (created if missing; existing files replaced).
+
+    Returns
+    -------
+    csv_path, png_path : Path
+        The files written.
+    """
     output = Path(output)
     csv_path, png_path = output / "compare.csv", output / "compare.png"
     with atomic_output(csv_path, clobber=True) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
     draw_comparison(table, png_path)
-    return table, csv_path, png_path
+    return csv_path, png_path
 
 
 def draw_comparison(table: pd.DataFrame, path: str | os.PathLike) -> Path:

@@ -1,4 +1,4 @@
-"""The Keras callbacks of a training: checkpoints, epoch order, time budget, learning rate."""
+"""The Keras callbacks of a training: checkpoints, epoch order, time, learning rate, progress."""
 
 from __future__ import annotations
 
@@ -86,6 +86,50 @@ class BestAndLast(keras.callbacks.Callback):
         """Record progress; ``complete`` once training of this view has ended."""
         write_text_atomic(self.state_path, json.dumps(self.progress(complete=complete),
                                                       indent=1))
+
+
+class NamedProgress(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, with each class's Dice named by the class (``dice_GM``).
+
+    The metrics keep their names ``dice_<class id>`` (``history.json`` and every callback
+    see those); only what is printed is renamed, from a copy of the logs.
+
+    Parameters
+    ----------
+    class_names : list of str
+        A name per class id, background first.
+    """
+
+    #: Printing a copy of the logs is as safe off the training thread as Keras' own bar,
+    #: which Keras dispatches asynchronously: this one is dispatched the same way.
+    async_safe = True
+
+    def __init__(self, class_names: list[str]) -> None:
+        super().__init__()
+        self.shown = {f"dice_{k}": f"dice_{name}" for k, name in enumerate(class_names) if k}
+
+    def renamed(self, logs: dict | None) -> dict | None:
+        """A copy of ``logs`` with the Dice keys (``dice_1``, ``val_dice_1``) named.
+
+        >>> NamedProgress(["background", "GM"]).renamed({"loss": 1, "val_dice_1": 0.5})
+        {'loss': 1, 'val_dice_GM': 0.5}
+        """
+        if logs is None:
+            return None
+        names = {**self.shown, **{f"val_{k}": f"val_{v}" for k, v in self.shown.items()}}
+        return {names.get(key, key): value for key, value in logs.items()}
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, self.renamed(logs))
+
+    def on_test_batch_end(self, batch, logs=None):
+        super().on_test_batch_end(batch, self.renamed(logs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, self.renamed(logs))
+
+    def on_test_end(self, logs=None):
+        super().on_test_end(self.renamed(logs))
 
 
 class EpochOrder(keras.callbacks.Callback):

@@ -32,7 +32,13 @@ from minc_keras.models.precision import accelerator
 from minc_keras.models.saving import load_trained
 from minc_keras.preprocessing.transforms import VOLUME_VIEW
 from minc_keras.training.calibration import ATROPHY_VOXELS, Calibration, calibrate_model
-from minc_keras.training.callbacks import BestAndLast, CosineSchedule, EpochOrder, TimeBudget
+from minc_keras.training.callbacks import (
+    BestAndLast,
+    CosineSchedule,
+    EpochOrder,
+    NamedProgress,
+    TimeBudget,
+)
 from minc_keras.training.checkpoints import (
     clean_temporaries,
     forget_checkpoints,
@@ -343,6 +349,8 @@ def _fit(model: keras.Model, info: dict, cache: SliceCache, options: TrainOption
         compiling = _compile_steps(model, train_parts, views, budget)
         saver.seconds_before += compiling  # spent, as training time is
     callbacks: list[keras.callbacks.Callback] = [EpochOrder(train_data), saver]
+    if options.class_names is not None and not quiet:  # the user's names in the printed log
+        callbacks.append(NamedProgress(info["class_names"]))
     if budget is not None:
         left = budget - saver.seconds_before
         log.info("%s: training for at most %.1f min", _named(views), left / 60)
