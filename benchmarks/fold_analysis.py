@@ -47,7 +47,7 @@ VENTRICLES = 1  # the manual labels' CSF class: ventricles only
 def view_rows(model: Path, volume: Volume, truth: np.ndarray) -> list[dict]:
     """Dice per class of each view alone and of all views averaged, under three offsets."""
     ensemble = load_segmenter(model, calibrated=False)
-    fitted = ensemble.info.get("class_offsets") or [0.0] * (len(CLASSES) + 1)
+    fitted = ensemble.info.class_offsets or [0.0] * (len(CLASSES) + 1)
     ventricle_only = [value if c == VENTRICLES else 0.0 for c, value in enumerate(fitted)]
     per_view = [segment_volume(Segmenter([member], calibrated=False), volume).probabilities
                 for member in ensemble.members]

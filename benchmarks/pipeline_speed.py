@@ -119,8 +119,8 @@ def main() -> int:
         volume = spatial_dims(args.model_type) == 3
         model, info = build_network(cache, options, VOLUME_VIEW if volume else "axial")
         model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy")
-        common = {"batch_size": args.batch_size, "num_outputs": info["num_outputs"],
-                  "multiple": info["multiple"],
+        common = {"batch_size": args.batch_size, "num_outputs": info.num_outputs,
+                  "multiple": info.multiple,
                   "augment": _augmenter(cache, options, volume=volume)}
         if volume:
             data = PatchDataset(cache, "train", rare_class=_rare_class(cache, options), **common)

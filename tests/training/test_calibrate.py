@@ -10,7 +10,7 @@ from synthetic import write_dataset
 from minc_keras.cli.main import main
 from minc_keras.inference.offsets import apply_offsets
 from minc_keras.inference.segmenter import Segmenter, load_segmenter
-from minc_keras.models.info import read_info
+from minc_keras.models.info import ModelInfo, read_info
 from minc_keras.training.calibration import OFFSET_GRID, _DiceCounter, fit_offsets
 
 
@@ -180,7 +180,7 @@ class _Segmenter:
     """Labels by intensity, so it has no class bias for the offsets to correct."""
 
     def __init__(self):
-        self.info = {"num_outputs": 3, "class_names": ["background", "label_1", "label_2"]}
+        self.info = ModelInfo(class_values=[0, 1, 2], num_outputs=3)
 
     def probabilities(self, image, batch_size=8):
         return np.eye(3, dtype=np.float32)[np.digitize(image, [0.1, 0.45])]

@@ -53,13 +53,13 @@ def test_one_network_learns_every_view_and_each_views_file_runs_it(prepared, cap
     first = loaded[0][0].get_weights()
     assert result.parameters == loaded[0][0].count_params()
     for (model, info), view in zip(loaded, VIEWS, strict=True):
-        assert info["view"] == view
-        assert info["shared_network"]
-        assert info["slice_size"] == list(slice_size(cache, view, info["multiple"]))
+        assert info.view == view
+        assert info.shared_network
+        assert info.slice_size == list(slice_size(cache, view, info.multiple))
         for mine, theirs in zip(model.get_weights(), first, strict=True):
             np.testing.assert_array_equal(mine, theirs)
     # the views' slices differ in size here, so a shared network is not a trivial case
-    assert len({tuple(info["slice_size"]) for _, info in loaded}) == 3
+    assert len({tuple(info.slice_size) for _, info in loaded}) == 3
     segmenter = load_segmenter(files[0])
     assert segmenter.views == VIEWS
     assert segmenter.count_params() == result.parameters
@@ -82,7 +82,7 @@ def test_resume_writes_the_views_files_a_kill_left_missing(prepared, capsys):
     assert main(["train", "--target", str(prepared), "--quiet"]) == 2
     assert "was interrupted (sagittal view" in capsys.readouterr().err
     assert main(["train", "--target", str(prepared), "--resume", "--quiet"]) == 0
-    assert load_trained(copy, compile=False)[1]["view"] == "sagittal"
+    assert load_trained(copy, compile=False)[1].view == "sagittal"
 
 
 def test_a_shared_network_draws_one_learning_curve(prepared):

@@ -117,9 +117,9 @@ def test_unet3d_trains_calibrates_and_predicts_in_the_scans_grid(tmp_path, monke
                  "--quiet"]) == 0
     assert json.loads((target / "model" / "config.json").read_text())["jit_compile"]
     _, info = load_trained(target / "model" / "model.keras")
-    assert info["view"] == "volume"
-    assert info["model_type"] == "unet3d"
-    assert info["shift_passes"] == 2
+    assert info.view == "volume"
+    assert info.model_type == "unet3d"
+    assert info.shift_passes == 2
     assert "class_offsets" in info
     written = sorted((target / "predict" / "test").glob("*_dseg.nii.gz"))
     assert written

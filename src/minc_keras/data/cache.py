@@ -26,6 +26,7 @@ from minc_keras.core.atomic import atomic_output, write_text_atomic
 from minc_keras.core.errors import DatasetError, OutputExistsError
 from minc_keras.core.progress import progress
 from minc_keras.io import read_volume
+from minc_keras.preprocessing.plausibility import foreground_ml
 from minc_keras.preprocessing.preprocessor import Placement, Preprocessor
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ class CachedScan:
     intensity_range: list[float]
     label_values: list[int]
     nonempty: list[list[int]]
+    #: mL of the scan's non-zero voxels (:mod:`~minc_keras.preprocessing.plausibility`);
+    #: None in caches written before it was recorded
+    foreground_ml: float | None = None
 
     @property
     def name(self) -> str:
@@ -136,7 +140,7 @@ def preprocess_scan(row: dict, cache_dir: Path, stem: str) -> CachedScan:
         affine=image.affine.tolist(), shape=list(image.shape),
         crop_start=list(prepared.placement.start), crop_shape=list(img.shape),
         intensity_range=list(prepared.intensity_range), label_values=[int(v) for v in values],
-        nonempty=nonempty,
+        nonempty=nonempty, foreground_ml=foreground_ml(image.data, image.affine),
     )
 
 

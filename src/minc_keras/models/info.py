@@ -10,7 +10,6 @@ extra code; :func:`read_info` finds it again and returns it as a typed
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,10 @@ class ModelInfo:
         Passes per slice at prediction, each shifted by a pixel, averaged.
     normalisation, crop_margin, voxel_sizes_mm
         The preprocessing (:meth:`preprocessor`).
+    foreground_ml : [float, float], optional
+        The smallest and largest non-zero volume (mL) of the training scans: a scan far
+        above it is not what the model learnt from (a whole head given to a model of
+        skull-stripped brains; :mod:`minc_keras.preprocessing.plausibility`).
     ensemble : list of str
         File names of every view's model, this one first; empty for a single model.
     shared_network : bool
@@ -58,8 +61,8 @@ class ModelInfo:
         Per-class probability offsets fitted by calibration; ``calibration`` says how.
     slice_size, patch_size
         The training input size (provenance; prediction pads each scan itself).
-    model_type, precision, keras_backend, minc_keras_version, source, format
-        Provenance: network name, training precision, Keras backend, package version,
+    model_type, keras_backend, minc_keras_version, source, format
+        Provenance: network name, Keras backend, package version,
         the data's source configuration, and the format tag.
     extra : dict
         Keys this version does not know (also the checkpoint's progress record).
@@ -80,6 +83,7 @@ class ModelInfo:
     normalisation: dict | None = None
     crop_margin: int | None = None
     voxel_sizes_mm: list[float] | None = None
+    foreground_ml: list[float] | None = None
     ensemble: list[str] = field(default_factory=list)
     shared_network: bool = False
     class_offsets: list[float] | None = None
@@ -87,7 +91,6 @@ class ModelInfo:
     slice_size: list[int] | None = None
     patch_size: int | list[int] | None = None
     model_type: str | None = None
-    precision: str | None = None
     keras_backend: str | None = None
     minc_keras_version: str | None = None
     source: dict | None = None
@@ -128,25 +131,6 @@ class ModelInfo:
         """The preprocessing the model was trained with, to apply at prediction."""
         return Preprocessor.from_info_fields(self.normalisation, self.crop_margin,
                                              self.voxel_sizes_mm)
-
-    # --- transitional dict-style access -------------------------------------------------
-    # TRANSITIONAL: code not yet converted to attributes (training/, predict/, benchmarks)
-    # still reads ``info["key"]`` and ``info.get("key")``, and ``{**info}`` copies it. New
-    # code uses the attributes; remove these four methods once no caller needs them.
-    def __getitem__(self, key: str) -> Any:
-        """TRANSITIONAL: ``info[key]`` on :meth:`to_dict` (KeyError where it has none)."""
-        return self.to_dict()[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """TRANSITIONAL: ``dict.get`` on :meth:`to_dict`."""
-        return self.to_dict().get(key, default)
-
-    def keys(self) -> Iterator[str]:
-        """TRANSITIONAL: the stored keys, so that ``{**info}`` works."""
-        return iter(self.to_dict().keys())
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.to_dict()
 
 
 @keras.saving.register_keras_serializable(package="minc_keras")

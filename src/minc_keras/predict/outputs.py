@@ -9,7 +9,10 @@ QC). If one of them cannot be written, none is left.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +26,7 @@ from minc_keras.io import Volume, output_suffix, read_volume, write_volume
 from minc_keras.predict.inputs import check_is_scan, scan_name
 from minc_keras.predict.qc import normalised_entropy
 from minc_keras.predict.volumes import tissue_volumes
+from minc_keras.preprocessing.plausibility import check_like_training, foreground_ml
 
 if TYPE_CHECKING:  # the backend is imported only where a model runs (see predict.processes)
     from minc_keras.inference.segment import Segmentation
@@ -48,6 +52,50 @@ def bids_label(name: str, index: int) -> str:
     ('label1', 'greymatter', 'class3')
     """
     return re.sub(r"[^0-9A-Za-z]", "", name) or f"class{index}"
+
+
+def is_bids_name(name: str) -> bool:
+    """Whether an output name is a BIDS derivative's (it holds folders).
+
+    >>> is_bids_name("sub-01/anat/sub-01_desc-unet"), is_bids_name("a_s1")
+    (True, False)
+    """
+    return "/" in name
+
+
+def probseg_path(out_dir: Path, name: str, label: str, suffix: str) -> Path:
+    """A class's probability map: ``label-`` goes before ``desc-`` in a BIDS name.
+
+    >>> probseg_path(Path("o"), "s1", "GM", ".mnc").as_posix()
+    'o/s1_label-GM_probseg.mnc'
+    >>> probseg_path(Path("o"), "sub-1/anat/sub-1_desc-unet", "GM", ".nii").as_posix()
+    'o/sub-1/anat/sub-1_label-GM_desc-unet_probseg.nii'
+    """
+    if is_bids_name(name) and "_desc-" in name:
+        head, desc = name.rsplit("_desc-", 1)
+        return out_dir / f"{head}_label-{label}_desc-{desc}_probseg{suffix}"
+    return out_dir / f"{name}_label-{label}_probseg{suffix}"
+
+
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _bids_keys(path: Path, out_dir: Path, model_path: Path, info_dict: dict) -> dict:
+    """The BIDS sidecar keys: ``Sources`` (the input, relative to the derivative) and model."""
+    source = Path(os.path.relpath(Path(path).resolve(), Path(out_dir).resolve())).as_posix()
+    try:
+        sha = _file_sha256(str(Path(model_path).resolve()))
+    except OSError:
+        sha = None
+    return {"Sources": [source],
+            "Model": {"Name": Path(model_path).name, "Path": str(model_path), "SHA256": sha,
+                      **info_dict}}
 
 
 def _sidecar_labels(path: Path) -> str | None:
@@ -99,7 +147,7 @@ def _write_set(result: Segmentation, volume: Volume, sidecar: dict, *, path: Pat
             for probability, label in _probability_maps(result.probabilities, class_names):
                 written.append(write_volume(
                     Volume(probability, volume.affine),
-                    out_dir / f"{name}_label-{label}_probseg{output_suffix(path)}",
+                    probseg_path(out_dir, name, label, output_suffix(path)),
                     clobber=clobber or unfinished))
         written.append(write_volume(
             Volume(result.labels, volume.affine), label_path, clobber=clobber,
@@ -136,11 +184,17 @@ def segment_file(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path:
     info = segmenter.info
     volume = read_volume(path)
     check_is_scan(volume.data)
+    check_like_training(foreground_ml(volume.data, volume.affine), info.foreground_ml)
     result = segment_volume(segmenter, volume, batch_size=batch_size)
     row = {"scan": str(path), "output": str(label_path),
            **tissue_volumes(result.classes, info, volume.voxel_volume_ml),
            "qc_entropy": normalised_entropy(result.probabilities, result.classes > 0)}
-    _write_set(result, volume, _sidecar(segmenter, path, label_path, model_path, row),
+    sidecar = _sidecar(segmenter, path, label_path, model_path, row)
+    if is_bids_name(name):
+        sidecar.update(_bids_keys(path, out_dir, model_path, {
+            "Views": segmenter.views, "ClassNames": info.class_names,
+            "ClassValues": info.class_values}))
+    _write_set(result, volume, sidecar,
                path=path, out_dir=out_dir, name=name, model_path=model_path,
                class_names=info.class_names, clobber=clobber,
                save_probabilities=save_probabilities)

@@ -231,7 +231,7 @@ def calibrate_model(path: Path, cache, *, batch_size: int = 8, max_scans: int = 
 
     validation = cache.by_category("validate")
     segmenter = load_segmenter(path, calibrated=False)  # fit the networks' own probabilities
-    if not validation or segmenter.info["num_outputs"] < 2:
+    if not validation or segmenter.info.num_outputs < 2:
         log.info("no validation scans (or a single sigmoid output): predictions not calibrated")
         return None
     picked = [validation[int(i)] for i in
@@ -252,7 +252,7 @@ def calibrate_model(path: Path, cache, *, batch_size: int = 8, max_scans: int = 
                 yield segmenter.probabilities(image, batch_size=batch_size), classes
 
     offsets, before, after = fit_offsets(scans())
-    result = Calibration(list(segmenter.info["class_names"]),
+    result = Calibration(list(segmenter.info.class_names),
                          [round(float(v), 2) for v in offsets], len(picked), before, after,
                          atrophied=len(atrophied))
     update_info(path, {"class_offsets": result.offsets,

@@ -11,7 +11,7 @@ from minc_keras.data.cache import CROP_MARGIN, SliceCache
 from minc_keras.data.dataset import slice_size
 from minc_keras.data.patches import PATCH_SIZE
 from minc_keras.models import SpatialMultiple, build_model, required_multiple, spatial_dims
-from minc_keras.models.info import attach_info
+from minc_keras.models.info import ModelInfo, attach_info
 from minc_keras.models.precision import dtype_policy
 from minc_keras.preprocessing.transforms import VIEW_AXES, VOLUME_VIEW
 from minc_keras.training.options import TrainOptions
@@ -78,7 +78,7 @@ def num_outputs(num_classes: int, options: TrainOptions) -> int:
 
 
 def build_network(cache: SliceCache, options: TrainOptions, view: str = "axial", *,
-                  ensemble: list[str] | None = None) -> tuple[keras.Model, dict]:
+                  ensemble: list[str] | None = None) -> tuple[keras.Model, ModelInfo]:
     """The network for one view of this cache, with its prediction metadata attached.
 
     Parameters
@@ -141,15 +141,15 @@ def _class_names(cache: SliceCache, options: TrainOptions) -> list[str]:
 
 
 def _build_network(cache: SliceCache, options: TrainOptions, view: str,
-                   ensemble: list[str] | None) -> tuple[keras.Model, dict]:
+                   ensemble: list[str] | None) -> tuple[keras.Model, ModelInfo]:
     outputs = num_outputs(cache.num_classes, options)
     volume = view == VOLUME_VIEW
     core, multiple = _core(options, outputs, volume)
     names = _class_names(cache, options)
     voxel = np.median([np.sqrt((np.asarray(s.affine)[:3, :3] ** 2).sum(0)) for s in cache.scans],
                       axis=0)
-    info = {
-        "format": "minc-keras/1", "minc_keras_version": __version__,
+    info = ModelInfo.from_dict({
+        "minc_keras_version": __version__,
         "keras_backend": keras.backend.backend(),
         "model_type": options.model_type if options.builder is None else "custom-builder",
         "class_values": cache.class_values,
@@ -163,10 +163,21 @@ def _build_network(cache: SliceCache, options: TrainOptions, view: str,
            {"slice_size": list(slice_size(cache, view, multiple))}),
         "normalisation": {"method": "percentile", "low": 0.5, "high": 99.5, "clip": 1.5},
         "crop_margin": CROP_MARGIN, "voxel_sizes_mm": [float(v) for v in voxel],
+        **_foreground_range(cache),
         "source": cache.manifest.get("config", {}),
         "ensemble": list(ensemble or []),
         # one network in every view's file: its parameters count once
-        **({"shared_network": True} if options.shared_views and len(options.views) > 1
-           else {}),
-    }
+        "shared_network": options.shared_views and len(options.views) > 1,
+    })
     return attach_info(core, info), info
+
+
+def _foreground_range(cache: SliceCache) -> dict:
+    """``{"foreground_ml": [smallest, largest]}`` of the cached scans (``{}`` if unrecorded).
+
+    Prediction refuses scans far above it (a whole head given to a model of brains).
+    """
+    volumes = [scan.foreground_ml for scan in cache.scans]
+    if not volumes or any(v is None for v in volumes):
+        return {}
+    return {"foreground_ml": [float(min(volumes)), float(max(volumes))]}

@@ -9,6 +9,7 @@ checkpoints and resuming :mod:`minc_keras.training.checkpoints` and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -27,7 +28,7 @@ from minc_keras.data.dataset import InterleavedViews, SliceDataset, slice_size
 from minc_keras.data.patches import PatchDataset
 from minc_keras.inference.segmenter import check_classes
 from minc_keras.models import get_loss, make_metrics
-from minc_keras.models.info import attach_info, read_info
+from minc_keras.models.info import ModelInfo, attach_info, read_info
 from minc_keras.models.precision import accelerator
 from minc_keras.models.saving import load_trained
 from minc_keras.preprocessing.transforms import VOLUME_VIEW
@@ -162,7 +163,7 @@ def _kept_parameters(paths: list[Path], cache: SliceCache) -> int:
     total, shared = 0, False
     for path in paths:
         model = _kept_model(path, cache)
-        if read_info(model).get("shared_network"):
+        if read_info(model).shared_network:
             if shared:
                 continue
             shared = True
@@ -195,7 +196,6 @@ def _train_views(layout: RunLayout, cache: SliceCache, paths: list[Path],
             continue
         keras.utils.set_random_seed(options.seed)
         model, info = build_network(cache, options, view, ensemble=[p.name for p in paths])
-        info["precision"] = options.precision
         if state is not None and last.exists():
             model = keras.saving.load_model(last)
             state = {**state, **take_progress(model)}  # the checkpoint's own count wins
@@ -205,7 +205,7 @@ def _train_views(layout: RunLayout, cache: SliceCache, paths: list[Path],
             state = None
             model.compile(optimizer=keras.optimizers.Adam(options.lr),
                           loss=get_loss(options.loss),
-                          metrics=make_metrics(info["num_outputs"], options.metric))
+                          metrics=make_metrics(info.num_outputs, options.metric))
         result.parameters += model.count_params()
         if control.make_model_only:
             with atomic_output(path, clobber=control.clobber) as tmp:
@@ -248,22 +248,22 @@ def _save_for_views(path: Path, copies: list[tuple[str, Path]], cache: SliceCach
     model, info = load_trained(path, compile=False)
     network = next(layer for layer in model.layers if isinstance(layer, keras.Model))
     for view, copy in copies:
-        mine = {**info, "view": view,
-                "slice_size": list(slice_size(cache, view, info["multiple"]))}
-        mine.pop("class_offsets", None)  # prediction takes them from the first file
+        # prediction takes the class offsets from the first file
+        mine = dataclasses.replace(info, view=view, class_offsets=None,
+                                   slice_size=list(slice_size(cache, view, info.multiple)))
         with atomic_output(copy, clobber=clobber) as tmp:
             attach_info(network, mine).save(tmp)
 
 
-def _datasets(cache: SliceCache, options: TrainOptions, info: dict, views: list[str], *,
+def _datasets(cache: SliceCache, options: TrainOptions, info: ModelInfo, views: list[str], *,
               augment: SliceAugmenter | None, repeat_class: int | None) -> tuple[list, object]:
     """The training parts (one per view) and the validation data of one network.
 
     A network of volumes trains on random cubes and validates on whole scans; a network
     of slices on every training slice of each view, several views' batches interleaved.
     """
-    common = {"batch_size": options.batch_size, "num_outputs": info["num_outputs"],
-              "multiple": info["multiple"]}
+    common = {"batch_size": options.batch_size, "num_outputs": info.num_outputs,
+              "multiple": info.multiple}
     if views == [VOLUME_VIEW]:
         train_data = PatchDataset(cache, "train", seed=options.seed, augment=augment,
                                   rare_class=repeat_class, **common)
@@ -305,7 +305,7 @@ def _compile_steps(model: keras.Model, train_parts: list, views: list[str],
     return compiling
 
 
-def _fit(model: keras.Model, info: dict, cache: SliceCache, options: TrainOptions,
+def _fit(model: keras.Model, info: ModelInfo, cache: SliceCache, options: TrainOptions,
          views: list[str], path: Path, layout: RunLayout, budget: float | None = None, *,
          quiet: bool = False, resumed: dict | None = None,
          augment: SliceAugmenter | None = None,
@@ -350,7 +350,7 @@ def _fit(model: keras.Model, info: dict, cache: SliceCache, options: TrainOption
         saver.seconds_before += compiling  # spent, as training time is
     callbacks: list[keras.callbacks.Callback] = [EpochOrder(train_data), saver]
     if options.class_names is not None and not quiet:  # the user's names in the printed log
-        callbacks.append(NamedProgress(info["class_names"]))
+        callbacks.append(NamedProgress(info.class_names))
     if budget is not None:
         left = budget - saver.seconds_before
         log.info("%s: training for at most %.1f min", _named(views), left / 60)
