@@ -183,7 +183,8 @@ class TrainOptions:
         metadata=_cli(
             flag="--pad",
             type=int,
-            help="pad slices to a multiple of 2^PAD (the U-Net needs at least 3)",
+            help="pad slices to a multiple of 2^PAD (default 0; the U-Nets pad to the "
+            "multiple they need by themselves)",
         ),
     )
     views: list[str] = field(
