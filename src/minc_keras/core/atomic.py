@@ -8,11 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-
-try:  # POSIX advisory locks; elsewhere the lock is a no-op
-    import fcntl
-except ImportError:  # pragma: no cover (Windows)
-    fcntl = None
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,7 +38,7 @@ def check_writable(path: str | os.PathLike, *, clobber: bool = False) -> Path:
     """
     path = Path(path)
     if path.exists() and not clobber:
-        raise OutputExistsError(f"{path} exists already; pass --clobber to replace it")
+        raise OutputExistsError(f"{path} exists already; pass `clobber` to replace it")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -144,7 +139,7 @@ def atomic_output(path: str | os.PathLike, *, clobber: bool = False) -> Iterator
         # mkstemp makes the file private (0600): give it the mode a plain open() would
         os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else _default_mode())
         if not clobber and path.exists():
-            raise OutputExistsError(f"{path} exists already; pass --clobber to replace it")
+            raise OutputExistsError(f"{path} exists already; pass `clobber` to replace it")
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -166,24 +161,44 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, clobber: bool = Tru
     return Path(path)
 
 
+#: How long :func:`file_lock` waits for another process's lock before giving up, seconds.
+LOCK_TIMEOUT_S = 300.0
+
+
 @contextlib.contextmanager
-def file_lock(path: str | os.PathLike) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if needed) across processes.
+def file_lock(path: str | os.PathLike, *, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold an exclusive lock named ``path`` across processes; the file is removed after.
 
     For read-modify-write of a shared file, such as the ``volumes.csv`` that several
-    ``predict`` processes add to. Advisory (POSIX ``flock``); a no-op where unavailable.
+    ``predict`` processes (job arrays, nodes sharing one folder) add to. The lock is the
+    file itself, created exclusively (:class:`filelock.SoftFileLock`): it works on NFS and
+    on Windows, where ``flock`` does not, and no lock file is left once released. A lock
+    left by a process killed on this host is taken over.
+
+    Raises
+    ------
+    TargetError
+        If the lock file cannot be made, or another process holds it for ``timeout``
+        seconds (a lock left by a process killed on another host).
     """
+    from filelock import SoftFileLock, Timeout
+
     path = Path(path)
+    effective = os.access in os.supports_effective_ids
+    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK,
+                                                  effective_ids=effective):
+        raise TargetError(f"cannot create the lock file {path} (its folder is missing or not "
+                          "writable); choose a folder you can write to")
+    lock = SoftFileLock(path, timeout=timeout)
     try:
-        handle = open(path, "a+b")  # held open for the lock's lifetime
+        lock.acquire()
+    except Timeout:
+        raise TargetError(f"the lock file {path} has been held for {timeout:g} s; if no "
+                          "minc-keras is writing into this folder, remove it") from None
     except OSError as exc:
         raise TargetError(f"cannot create the lock file {path} ({exc.strerror or exc}); "
                           "choose a folder you can write to") from exc
-    with handle:
-        if fcntl is not None:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    try:
+        yield
+    finally:
+        lock.release()

@@ -9,6 +9,7 @@ the same name in different folders: :func:`collect_inputs` finds the scans,
 from __future__ import annotations
 
 import glob
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,39 @@ def _is_image(path: Path) -> bool:
     return path.name.lower().endswith(IMAGE_SUFFIXES) and not path.name.startswith(".")
 
 
-def collect_inputs(inputs: list[str]) -> list[Path]:
-    """Expand files, folders (searched recursively) and globs into a sorted list of scans.
+class NotAScanError(DatasetError):
+    """A file given or found as a scan is a label map or mask (:func:`check_is_scan`)."""
+
+
+@dataclass
+class Inputs:
+    """The scans ``predict`` was given, and which of them it found by searching."""
+
+    scans: list[Path] = field(default_factory=list)
+    #: Scans found in a folder or by a glob rather than named (a non-scan there is skipped).
+    searched: set[Path] = field(default_factory=set)
+
+
+def _listed(list_file: Path) -> list[str]:
+    """The scans a ``@list.txt`` names, one per line, relative to the list's folder.
+
+    Blank lines and lines starting with ``#`` are ignored.
+    """
+    try:
+        lines = list_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the list of scans {list_file} ({exc}); give a text file "
+                         "with one scan per line") from None
+    entries = [line.strip() for line in lines]
+    return [str(list_file.parent / entry) for entry in entries
+            if entry and not entry.startswith("#")]
+
+
+def find_inputs(inputs: list[str]) -> Inputs:
+    """Expand files, ``@list.txt`` files, folders (searched recursively) and globs.
+
+    A ``@list.txt`` names scans, one per line, relative to its own folder; they count as
+    named, like files on the command line.
 
     Raises
     ------
@@ -33,22 +65,49 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
         If an input names nothing that exists, or nothing at all is found.
     """
     found: list[Path] = []
+    searched: set[Path] = set()
+    named: set[Path] = set()
     for item in inputs:
+        if item.startswith("@") and len(item) > 1:
+            listed = _listed(Path(item[1:]))
+            missing = [entry for entry in listed if not Path(entry).is_file()]
+            if missing:
+                raise UsageError(f"{missing[0]} (listed in {item[1:]}) is not a file; check the "
+                                 "list: one scan per line, relative to the list's folder")
+            found += [Path(entry) for entry in listed]
+            named.update(Path(entry).resolve() for entry in listed)
+            continue
         path = Path(item)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and _is_image(p))
+            walked = sorted(p for p in path.rglob("*") if p.is_file() and _is_image(p))
+            searched.update(p.resolve() for p in walked)
+            found += walked
         elif path.exists():
             found.append(path)
+            named.add(path.resolve())
         else:
             matches = sorted(Path(p) for p in glob.glob(item, recursive=True))
             if not matches:
                 raise UsageError(f"{item} matches no file or folder; check the path or the glob")
-            found += [p for p in matches if p.is_file()]
+            files = [p for p in matches if p.is_file()]
+            searched.update(p.resolve() for p in files)
+            found += files
     unique = list(dict.fromkeys(p.resolve() for p in found))
     if not unique:
         raise UsageError(f"no scans (.mnc, .mnc.gz, .nii, .nii.gz) found in {' '.join(inputs)}; "
                          "give scan files, folders that hold them, or globs")
-    return unique
+    return Inputs(unique, searched - named)
+
+
+def collect_inputs(inputs: list[str]) -> list[Path]:
+    """The scans of :func:`find_inputs`, sorted as found.
+
+    Raises
+    ------
+    UsageError
+        If an input names nothing that exists, or nothing at all is found.
+    """
+    return find_inputs(inputs).scans
 
 
 def scan_name(path: Path) -> str:
@@ -122,7 +181,7 @@ def check_is_scan(data: np.ndarray) -> None:
 
     Raises
     ------
-    DatasetError
+    NotAScanError
         If ``data`` (every second voxel along each axis) holds at most
         :data:`LABEL_MAP_MAX_VALUES` distinct values, all whole numbers.
 
@@ -130,12 +189,13 @@ def check_is_scan(data: np.ndarray) -> None:
     >>> check_is_scan(np.zeros((4, 4, 4)))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    minc_keras.core.errors.DatasetError: it holds 1 distinct value (0), so it is a label map...
+    minc_keras.predict.inputs.NotAScanError: it holds 1 distinct value (0), so it is a label map...
     """
     values = np.unique(np.asarray(data)[::2, ::2, ::2])
     if len(values) > LABEL_MAP_MAX_VALUES or not np.array_equal(values, np.round(values)):
         return
     shown = ", ".join(f"{v:g}" for v in values[:8]) + (", ..." if len(values) > 8 else "")
-    raise DatasetError(f"it holds {len(values)} distinct value{'s' if len(values) != 1 else ''} "
-                       f"({shown}), so it is a label map or mask, not a scan; leave it out "
-                       "of the inputs")  # the caller names the file
+    raise NotAScanError(f"it holds {len(values)} distinct value{'s' if len(values) != 1 else ''} "
+                        f"({shown}), so it is a label map or mask, not a scan; leave it out "
+                        "of the inputs")  # the caller names the file
+

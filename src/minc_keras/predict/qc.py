@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.stats import median_abs_deviation
 
 #: A scan whose QC score is this many robust standard deviations from the median is flagged.
 QC_OUTLIER_Z = 3.5
@@ -32,11 +33,31 @@ def normalised_entropy(probs: np.ndarray, where: np.ndarray) -> float:
     return float(entropy.mean())
 
 
+def robust_scale(values: np.ndarray) -> float:
+    """A robust standard deviation of ``values`` that is never 0.
+
+    The median absolute deviation, scaled to a normal's standard deviation, floored at
+    5 % of the median's size and at 0.001: in a cohort whose scores are all equal, a
+    scan a hair above the rest is not an outlier.
+
+    >>> round(robust_scale(np.array([0.2, 0.2, 0.2, 0.2, 0.2001])), 6)
+    0.01
+    """
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    mad = float(median_abs_deviation(values, scale="normal")) if values.size else 0.0
+    median = float(np.median(values)) if values.size else 0.0
+    return max(mad, 0.05 * abs(median), 1e-3)
+
+
 def flag_outliers(table: pd.DataFrame, column: str = "qc_entropy") -> pd.Series:
-    """True for scans whose ``column`` is far (robust z > 3.5) above the others'."""
+    """True for scans whose ``column`` is far (robust z > 3.5) above the others'.
+
+    The robust z is the distance above the median in units of :func:`robust_scale`;
+    with fewer than five scores no scan is flagged.
+    """
     values = table[column].astype(float)
     if values.notna().sum() < 5:
         return pd.Series(False, index=table.index)
     median = values.median()
-    mad = (values - median).abs().median() * 1.4826 or 1e-9
-    return (values - median) / mad > QC_OUTLIER_Z
+    return (values - median) / robust_scale(values.to_numpy()) > QC_OUTLIER_Z
