@@ -73,29 +73,67 @@ def test_kill_9_mid_write_keeps_the_old_file(tmp_path):
     assert path.read_bytes() == b"old model"  # the half-written file never took its name
 
 
+def _wait_for(path, process, seconds=120.0):
+    """Wait until ``path`` exists; fail if ``process`` ends first or it takes ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        if process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"the reader ended before {path.name}: {out.decode()} {err.decode()}")
+        assert time.monotonic() < deadline, f"no {path.name} after {seconds:.0f} s"
+        time.sleep(0.01)
+
+
 def test_a_volume_written_while_another_process_reads_it_is_whole(tmp_path):
+    """The reader is reading before the first rewrite, and sees both versions come and go."""
     path = tmp_path / "v.mnc"
     data = np.arange(8 * 9 * 10, dtype=np.float32).reshape(8, 9, 10)
     write_volume(Volume(data, np.eye(4)), path)
+    ready, overlapped, stop = (tmp_path / name for name in ("ready", "overlapped", "stop"))
     reader = textwrap.dedent(f"""
-        import time
+        import os, sys
+        import numpy as np
         from minc_keras.io import read_volume
-        stop = time.monotonic() + 4
-        reads = 0
-        while time.monotonic() < stop:
-            read_volume({str(path)!r})  # a partial file would raise VolumeFormatError
+        data = np.arange(8 * 9 * 10, dtype=np.float32).reshape(8, 9, 10)
+        versions = {{0.0: data, 1.0: data + 1}}
+        read_volume({str(path)!r})
+        open({str(ready)!r}, "w").close()  # reading: the writer may start
+        reads, changes, last = 0, 0, None
+        while not os.path.exists({str(stop)!r}):
+            got = read_volume({str(path)!r}).data  # a partial file raises VolumeFormatError
+            version = float(got.flat[0])
+            if version not in versions or not np.array_equal(got, versions[version]):
+                sys.exit(f"read {{reads}} saw a volume that was never written")
             reads += 1
-        print(reads)
+            changes += last is not None and version != last
+            last = version
+            if changes >= 4 and not os.path.exists({str(overlapped)!r}):
+                open({str(overlapped)!r}, "w").close()  # it read between rewrites
+        print(reads, changes)
     """)
     process = subprocess.Popen([sys.executable, "-c", reader], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:  # rewrite it again and again under the reader
-        write_volume(Volume(data + 1, np.eye(4)), path, clobber=True)
-        write_volume(Volume(data, np.eye(4)), path, clobber=True)
-    out, err = process.communicate()
+    try:
+        _wait_for(ready, process)
+        deadline = time.monotonic() + 120
+        rewrites = 0
+        # rewrite it again and again under the reader, until the reader has seen it change
+        while rewrites < 50 or not overlapped.exists():
+            assert process.poll() is None, process.communicate()[1].decode()
+            assert time.monotonic() < deadline, "the reader never saw the file change"
+            write_volume(Volume(data + 1, np.eye(4)), path, clobber=True)
+            write_volume(Volume(data, np.eye(4)), path, clobber=True)
+            rewrites += 1
+        stop.touch()
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     assert process.returncode == 0, err.decode()  # no read ever saw a partial file
-    assert int(out) > 0
+    reads, changes = map(int, out.split())
+    assert reads > 0
+    assert changes >= 4  # the reads overlapped the rewrites
     assert read_volume(path).data.shape == data.shape
 
 

@@ -120,6 +120,14 @@ def test_damaged_files_give_only_our_error(seeds, tmp_path, data, edits, cut):
     fuzz_once(seeds, tmp_path, name, edits, cut)
 
 
+def test_minc1_files_are_fuzzed_too(seeds):
+    """Damaged MINC1 (NetCDF) files are among the fuzzed ones where minc-tools can make one."""
+    if shutil.which("mincconvert") is None:
+        pytest.skip("minc-tools not installed: no mincconvert to make a MINC1 seed, so damaged "
+                    "MINC1 files are not fuzzed")
+    assert "minc1.mnc" in seeds
+
+
 @settings(max_examples=30, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(blob=st.binary(max_size=4096), suffix=st.sampled_from([".mnc", ".nii", ".nii.gz",

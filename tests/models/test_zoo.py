@@ -1,5 +1,7 @@
 """The model zoo: workshop parameter counts, forward passes, options, registry, save/load."""
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -254,3 +256,62 @@ def test_conv_stack_channels_first_inside_gives_the_same_outputs(activation, cla
     assert expected.shape == (2, 20, 28, classes)
     assert expected.std() > 0
     np.testing.assert_allclose(first.predict_on_batch(x), expected, atol=1e-5)
+
+
+# The counts the README and docs/tutorial.md print: the zoo's U-Nets for 3 classes, and the
+# recipes' network (the zoo's unet at half resolution, --input-stride 2) for 3 and 4 classes.
+UNET_COUNTS = {"unet": 483_891, "unet3d": 1_402_707}
+RECIPE_COUNTS = {3: 484_476, 4: 484_544}
+TUTORIAL = Path(__file__).resolve().parents[2] / "docs" / "tutorial.md"
+
+
+@pytest.mark.parametrize(("name", "count"), UNET_COUNTS.items())
+def test_the_unets_parameter_counts_as_printed(name, count, capsys):
+    from minc_keras.cli.main import main
+
+    assert build_model(name, num_classes=3).count_params() == count
+    assert main(["models", "--num-classes", "3"]) == 0
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()}
+    assert rows[name] == f"{count:,}"
+
+
+def test_the_tutorials_model_list_is_what_the_command_prints(capsys):
+    from minc_keras.cli.main import main
+
+    command = "$ minc-keras models --num-classes 3\n"
+    text = TUTORIAL.read_text(encoding="utf-8")
+    assert command in text, f"{TUTORIAL} no longer shows `{command.strip()}`"
+    shown = text.split(command, 1)[1].split("```", 1)[0].strip().splitlines()
+    assert main(["models", "--num-classes", "3"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert [line.rstrip() for line in shown] == [line.rstrip() for line in printed]
+    assert f"{RECIPE_COUNTS[4]:,} parameters for 4 classes" in " ".join(text.split())
+
+
+@pytest.mark.parametrize(("classes", "count"), RECIPE_COUNTS.items())
+def test_the_recipes_network_parameter_count(classes, count):
+    assert build_model("unet", num_classes=classes, input_stride=2).count_params() == count
+
+
+def test_the_default_recipe_builds_the_network_counted(tmp_path, capsys):
+    """``run --recipe default --make-model-only``: one network shared by the three views."""
+    from synthetic import write_dataset
+
+    from minc_keras.cli.main import main
+    from minc_keras.inference.segmenter import load_segmenter
+    from minc_keras.io import Volume, read_volume, write_volume
+
+    source = write_dataset(tmp_path / "source", n_subjects=4, fmt="nii")
+    for path in source.glob("*/*seg*"):  # a fourth class: half of the core
+        labels = read_volume(path, label=True)
+        data = np.asarray(labels.data).copy()
+        data[: data.shape[0] // 2][data[: data.shape[0] // 2] == 2] = 3
+        write_volume(Volume(data, labels.affine), path, clobber=True)
+    target = tmp_path / "run"
+    assert main(["--source", str(source), "--target", str(target), "--input-str", "T1w_anat",
+                 "--label-str", "seg", "--ratios", "0.5", "0.25", "--recipe", "default",
+                 "--make-model-only", "--quiet"]) == 0
+    assert f"({RECIPE_COUNTS[4]:,} parameters)" in capsys.readouterr().out
+    segmenter = load_segmenter(target / "model" / "model.keras")
+    assert segmenter.views == ["axial", "coronal", "sagittal"]
+    assert segmenter.count_params() == RECIPE_COUNTS[4]

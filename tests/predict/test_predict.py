@@ -2,9 +2,9 @@
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -165,9 +165,12 @@ def test_a_label_map_beside_its_scan_is_refused_not_segmented(model_path, tmp_pa
     scan = write_volume(volume, tmp_path / "sub" / "sub_T1w.nii.gz")
     write_volume(Volume(labels.astype(np.float32), volume.affine), tmp_path / "sub" / "sub_seg.mnc")
     capsys.readouterr()
-    assert _predict(model_path, tmp_path / "out", tmp_path / "sub") == 2
-    err = capsys.readouterr().err
-    assert "sub_seg.mnc: it holds 3 distinct values (0, 1, 2), so it is a label map" in err
+    # found in a folder: skipped, reported once, and the run succeeds
+    assert _predict(model_path, tmp_path / "out", tmp_path / "sub") == 0
+    out, err = capsys.readouterr()
+    reason = "sub_seg.mnc: it holds 3 distinct values (0, 1, 2), so it is a label map"
+    assert (out + err).count(reason) == 1
+    assert "left out 1 file found beside the scans" in out
     assert "Traceback" not in err
     assert (tmp_path / "out" / scan.name.replace(".nii.gz", "_dseg.nii.gz")).is_file()
     assert len(pd.read_csv(tmp_path / "out" / "volumes.csv")) == 1
@@ -251,35 +254,63 @@ def test_a_later_run_adds_to_volumes_csv(model_path, tmp_path):
     assert sorted(table["scan"]) == sorted(map(str, scans))
 
 
+#: Run in the child: ``minc-keras predict`` (arguments ``argv[3:]``) that, about to give the
+#: file named ``argv[2]`` its name (the last step of an atomic write), writes the file
+#: ``argv[1]`` and waits there to be killed.
+STOP_BEFORE_RENAME = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from minc_keras.cli.main import main
+
+    replace = os.replace
+
+    def replace_unless_the_stop(source, destination, *args, **kwargs):
+        if Path(destination).name == sys.argv[2]:
+            open(sys.argv[1], "w").close()
+            time.sleep(600)
+        return replace(source, destination, *args, **kwargs)
+
+    os.replace = replace_unless_the_stop
+    sys.exit(main(sys.argv[3:]))
+""")
+
+
 def test_a_killed_job_keeps_its_rows_and_a_rerun_completes_the_table(model_path, tmp_path):
     scans = [write_volume(_scan(seed)[0], tmp_path / "in" / f"s{seed}.nii.gz")
              for seed in range(40, 56)]
     assert _predict(model_path, tmp_path / "whole", *scans) == 0
     whole = pd.read_csv(tmp_path / "whole" / "volumes.csv").drop(columns="output")
 
-    out = tmp_path / "killed"
-    job = subprocess.Popen([sys.executable, "-m", "minc_keras", "predict", "--model",
-                            str(model_path), "-o", str(out), "--quiet", *map(str, scans)],
-                           stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while len(list(out.glob("*_dseg.json"))) < 3 and job.poll() is None:
-        assert time.monotonic() < deadline, "predict made no progress"
-        time.sleep(0.05)
-    job.send_signal(signal.SIGKILL)
-    job.wait()
-    done = len(list(out.glob("*_dseg.json")))
-    assert 3 <= done < len(scans), "the job finished before it could be killed"
-    # the rows of the scans done are there (the last one may have been cut between files)
-    assert len(pd.read_csv(out / "volumes.csv")) >= done - 1
+    # killed at the worst moment: the fourth scan's sidecar written, its labels not yet
+    out, reached = tmp_path / "killed", tmp_path / "reached"
+    job = subprocess.Popen([sys.executable, "-c", STOP_BEFORE_RENAME, str(reached),
+                            "s43_dseg.nii.gz", "predict", "--model", str(model_path), "-o",
+                            str(out), "--quiet", *map(str, scans)], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not reached.exists():
+            assert job.poll() is None, job.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "predict did not reach the fourth scan's labels"
+            time.sleep(0.02)
+    finally:
+        job.kill()  # SIGKILL
+        job.wait()
+    assert sorted(p.name for p in out.glob("*_dseg.json")) == [
+        f"s{seed}_dseg.json" for seed in range(40, 44)]
+    assert sorted(p.name for p in out.glob("*_dseg.nii.gz")) == [
+        f"s{seed}_dseg.nii.gz" for seed in range(40, 43)]
+    # the rows of the three scans done are there, the fourth's is not
+    assert sorted(pd.read_csv(out / "volumes.csv")["scan"]) == sorted(map(str, scans[:3]))
 
     assert _predict(model_path, out, *scans, extra=("--skip-existing",)) == 0
     table = pd.read_csv(out / "volumes.csv").drop(columns="output")
     pd.testing.assert_frame_equal(table, whole)
+    assert (out / "s43_dseg.nii.gz").is_file()
 
 
 def test_a_scans_labels_are_written_after_its_sidecar(model_path, tmp_path, monkeypatch):
     """Killed at any moment, a scan with labels has the sidecar its row is restored from."""
-    import minc_keras.predict.runner as predict_module
+    import minc_keras.predict.outputs as predict_module
 
     scan = write_volume(_scan(57)[0], tmp_path / "in" / "s57.nii.gz")
     labels, sidecar = tmp_path / "out" / "s57_dseg.nii.gz", tmp_path / "out" / "s57_dseg.json"
@@ -354,7 +385,7 @@ def test_one_name_in_two_formats_keeps_both_sidecars(model_path, tmp_path):
 
 def test_names_that_cannot_be_told_apart_are_refused(tmp_path):
     from minc_keras.core.errors import UsageError
-    from minc_keras.predict.runner import output_names
+    from minc_keras.predict.inputs import output_names
 
     clash = [tmp_path / "a" / "T1.mnc", tmp_path / "b" / "T1.mnc", tmp_path / "x" / "a_T1.mnc"]
     with pytest.raises(UsageError, match=r"a_T1\.mnc would both write a_T1_dseg"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -58,6 +59,55 @@ def test_compare_prints_writes_and_draws(runs, tmp_path, capsys):
         image.verify()
     with Image.open(png) as image:
         assert min(image.size) > 300
+
+
+def test_compare_shows_the_numbers_of_summary_json(runs, tmp_path, capsys):
+    """Each number of compare.csv and of the printed table is the run's own, by value."""
+    output = tmp_path / "out"
+    assert main(["compare", *map(str, runs), "-o", str(output)]) == 0
+    printed = capsys.readouterr().out.splitlines()[1:3]
+    table = pd.read_csv(output / "compare.csv")
+    for row, run, line in zip(table.to_dict("records"), runs, printed, strict=True):
+        summary = json.loads((run / "report" / "summary.json").read_text())
+        history = json.loads((run / "model" / "history.json").read_text())
+        metrics = pd.read_csv(run / "report" / "metrics.csv")
+        expected = {"parameters": summary["parameters"], "epochs": len(history["loss"]),
+                    "test_loss": summary["test_loss"],
+                    "test_accuracy": summary["test_accuracy"],
+                    **{f"dice_{name}": summary["mean_dice"][name] for name in ("shell", "core")},
+                    "training_min": summary["training_seconds"] / 60,
+                    "inference_s_per_volume": summary["inference_seconds_per_volume"]}
+        for name in ("shell", "core"):  # the mean Dice is the test subjects' mean
+            dice = metrics.loc[metrics["class_name"] == name, "dice"].mean()
+            assert summary["mean_dice"][name] == pytest.approx(dice)
+        for column, value in expected.items():  # the CSV keeps four decimals
+            assert row[column] == pytest.approx(value, abs=6e-5), column
+        decimals = {"test_loss": 4, "test_accuracy": 4, "dice_shell": 3, "dice_core": 3,
+                    "training_min": 1, "inference_s_per_volume": 1}
+        shown = dict(zip(["run", "model", "parameters", "epochs", *decimals], line.split(),
+                         strict=True))
+        assert shown["parameters"] == f"{expected['parameters']:,}"
+        assert shown["epochs"] == str(expected["epochs"])
+        for column, digits in decimals.items():
+            assert shown[column] == f"{expected[column]:.{digits}f}", column
+
+
+def test_training_time_of_views_sharing_one_network(tmp_path):
+    """``--shared-views`` trains one network and keeps one progress file, not one per view."""
+    from minc_keras.reporting.summary import training_seconds
+
+    (tmp_path / "model" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "model" / "config.json").write_text(json.dumps(
+        {"views": ["axial", "coronal", "sagittal"], "shared_views": True}))
+    (tmp_path / "model" / "checkpoints" / "state.json").write_text(json.dumps(
+        {"epochs_done": 3, "seconds": 90.0, "complete": True}))
+    assert training_seconds(tmp_path) == 90.0
+    (tmp_path / "model" / "config.json").write_text(json.dumps(
+        {"views": ["axial", "coronal"], "shared_views": False}))
+    assert training_seconds(tmp_path) is None  # a view's file is missing: not known
+    (tmp_path / "model" / "checkpoints" / "state_coronal.json").write_text(json.dumps(
+        {"epochs_done": 3, "seconds": 30.0, "complete": True}))
+    assert training_seconds(tmp_path) == 120.0
 
 
 def test_optional_pieces_show_as_a_dash(runs, tmp_path):

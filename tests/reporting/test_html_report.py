@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -57,6 +58,31 @@ def test_evaluate_writes_the_report_again(run, capsys):
     assert 0 <= summary["test_accuracy"] <= 1
     assert summary["training_seconds"] > 0
     assert summary["inference_seconds_per_volume"] > 0
+
+
+def test_the_reports_numbers_are_those_of_summary_json(run):
+    """The headline cards show summary.json's values (and the run's epochs), by value."""
+    page = (run / "report" / "report.html").read_text()
+    cards = {html.unescape(label): html.unescape(value) for value, label in re.findall(
+        r"<div class='card[^']*'><b>(.*?)</b><span>(.*?)</span></div>", page)}
+    summary = json.loads((run / "report" / "summary.json").read_text())
+    history = json.loads((run / "model" / "history.json").read_text())
+    expected = {"model": summary["model"], "parameters": f"{summary['parameters']:,}",
+                "epochs trained": str(len(history["loss"])),
+                f"test {summary['metric_name']}": f"{summary['test_accuracy']:.4f}",
+                "test loss": f"{summary['test_loss']:.4f}",
+                "training time": f"{summary['training_seconds'] / 60:.1f} min",
+                "inference per volume": f"{summary['inference_seconds_per_volume']:.2f} s",
+                **{f"mean Dice {name}": f"{dice:.3f}"
+                   for name, dice in summary["mean_dice"].items()}}
+    assert cards == expected
+    assert set(summary["mean_dice"]) == {"shell", "core"}
+    # the Dice table's last row, the mean over the test subjects, is the same mean Dice
+    metrics = pd.read_csv(run / "report" / "metrics.csv")
+    mean_row = re.search(r"<tr class='total'>(.*?)</tr>", page).group(1)
+    shown = re.findall(r'<td class="num">([\d.]+)</td>', mean_row)
+    assert shown == [f"{metrics.loc[metrics['class_name'] == name, 'dice'].mean():.3f}"
+                     for name in ("shell", "core")]
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")

@@ -7,10 +7,9 @@ the same trained weights.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -56,21 +55,53 @@ def uninterrupted(source, tmp_path_factory) -> Path:
     return target
 
 
+#: Run in the child: the CLI, with every fit given a callback that, at the second batch of
+#: the second epoch (after the first checkpoint), writes the file ``argv[1]`` and waits there
+#: to be killed.
+KILL_POINT = textwrap.dedent("""
+    import sys, time
+    import keras
+    from minc_keras.cli.main import main
+
+    class KillPoint(keras.callbacks.Callback):
+        epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if (self.epoch, batch) == (1, 1):
+                open(sys.argv[1], "w").close()
+                time.sleep(600)
+
+    fit = keras.Model.fit
+
+    def fit_to_the_kill_point(self, *args, callbacks=None, **kwargs):
+        return fit(self, *args, callbacks=[*(callbacks or []), KillPoint()], **kwargs)
+
+    keras.Model.fit = fit_to_the_kill_point
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
 def test_killed_training_resumes_where_it_stopped(source, uninterrupted, tmp_path, capsys):
     target = tmp_path / "run"
     _prepare(source, target)
-    command = [sys.executable, "-m", "minc_keras", "train", "--target", str(target), *TRAIN_FLAGS]
+    reached = tmp_path / "reached"
+    command = [sys.executable, "-c", KILL_POINT, str(reached), "train", "--target", str(target),
+               *TRAIN_FLAGS]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while (_state(target) or {}).get("epochs_done", 0) < 1:  # wait for the first checkpoint
-        assert process.poll() is None, process.stderr.read().decode()
-        assert time.monotonic() < deadline, "no checkpoint after 300 s"
-        time.sleep(0.05)
-    time.sleep(0.2)  # into the next epoch
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    try:
+        deadline = time.monotonic() + 300
+        while not reached.exists():  # the child waits mid-way through the second epoch
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.monotonic() < deadline, "the kill point not reached after 300 s"
+            time.sleep(0.02)
+    finally:
+        process.kill()  # SIGKILL: nothing of the child runs after this
+        process.wait()
     killed_at = _state(target)["epochs_done"]
-    assert 1 <= killed_at < EPOCHS, "the kill should land before the last epoch ended"
+    assert killed_at == 1  # killed in the second epoch, after its first checkpoint
     history_before = json.loads((target / "model" / "history.json").read_text())
 
     # a plain rerun does not mistake the interrupted model for a finished one

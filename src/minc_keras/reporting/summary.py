@@ -68,8 +68,11 @@ def training_seconds(target: Path) -> float | None:
     there are none (a model trained elsewhere and copied in).
     """
     layout = RunLayout(target)
-    views = read_json(layout.config).get("views") or ["axial"]
-    states = [read_json(layout.state(view, views)) for view in views]
+    config = read_json(layout.config)
+    views = config.get("views") or ["axial"]
+    # views that share one network (--shared-views) keep one progress file, the first's
+    trained = views[:1] if config.get("shared_views") else views
+    states = [read_json(layout.state(view, views)) for view in trained]
     seconds = [_number(state.get("seconds")) for state in states]
     if any(s is None for s in seconds):
         return None
