@@ -101,7 +101,7 @@ def test_fewer_than_three_subjects(tmp_path, capsys):
 def test_bad_ratios(source, tmp_path, capsys, ratios, needle):
     assert main(["prepare", "--source", str(source), "--target", str(tmp_path / "t"), *PATTERNS,
                  "--ratios", *ratios]) == 2
-    _one_sentence_error(capsys, "ratio")
+    _one_sentence_error(capsys, "ratio", needle)
 
 
 def test_unknown_loss_is_refused_before_anything_is_written(source, tmp_path, capsys):

@@ -54,7 +54,7 @@ def test_cache_reuses_unchanged_scans_and_refuses_other_config(dataset_root, tmp
     stamp = (tmp_path / "data" / "sub-01_img.npy").stat().st_mtime_ns
     build_cache(rows, tmp_path / "data", config=CONFIG, quiet=True)
     assert (tmp_path / "data" / "sub-01_img.npy").stat().st_mtime_ns == stamp
-    with pytest.raises(OutputExistsError, match="--clobber"):
+    with pytest.raises(OutputExistsError, match="`clobber`"):
         build_cache(rows, tmp_path / "data", config={**CONFIG, "label_str": "manual"}, quiet=True)
     build_cache(rows, tmp_path / "data", config={**CONFIG, "label_str": "manual"}, clobber=True,
                 quiet=True)

@@ -159,7 +159,7 @@ def test_non_empty_dest_needs_clobber(tmp_path):
     dest = tmp_path / "demo"
     dest.mkdir()
     (dest / "notes.txt").write_text("mine")
-    with pytest.raises(OutputExistsError, match=r"demo.*--clobber"):
+    with pytest.raises(OutputExistsError, match=r"demo.*`clobber`"):
         make_demo_dataset(dest, n_subjects=1)
     assert sorted(p.name for p in dest.iterdir()) == ["notes.txt"]
     written = make_demo_dataset(dest, n_subjects=1, clobber=True)

@@ -315,12 +315,12 @@ def test_describe_unmatched_without_source():
         (
             "inputs",
             ("sub-01/sub-01_ses-01_T1w_anat_rsl.mnc", "sub-01/sub-01_ses-01_T1w_anat_n3.mnc"),
-            "--input-str",
+            "`input_str`",
         ),
         (
             "labels",
             ("sub-01/sub-01_ses-01_variant-seg.mnc", "sub-01/sub-01_ses-01_desc-x_dseg.mnc"),
-            "--label-str",
+            "`label_str`",
         ),
     ],
 )
@@ -340,7 +340,7 @@ def test_duplicate_key_is_an_error(tmp_path, which, names, flag):
 
 
 def test_missing_source(tmp_path):
-    with pytest.raises(DatasetError, match=r"nowhere does not exist; pass --source"):
+    with pytest.raises(DatasetError, match=r"nowhere does not exist; pass `source`"):
         discover(tmp_path / "nowhere", "T1w", "seg")
 
 
@@ -361,14 +361,14 @@ def test_input_pattern_matching_nothing_lists_names(tmp_path):
     with pytest.raises(DatasetError) as info:
         discover(tmp_path, "*T2w*", "seg")
     message = str(info.value)
-    assert "--input-str '*T2w*' matches none of the 6 image files" in message
+    assert "`input_str` '*T2w*' matches none of the 6 image files" in message
     assert "sub-01_task-01_ses-01_T1w_anat_rsl.mnc" in message
     assert "and 1 more" in message
 
 
 def test_label_pattern_matching_nothing(tmp_path):
     workshop_tree(tmp_path)
-    with pytest.raises(DatasetError, match=r"--label-str 'anat/seg' matches none.*not folders"):
+    with pytest.raises(DatasetError, match=r"`label_str` 'anat/seg' matches none.*not folders"):
         discover(tmp_path, "T1w", "anat/seg")
 
 

@@ -198,7 +198,7 @@ def test_good_ratios_normalised():
 
 @pytest.mark.parametrize("seed", [-1, 1.5, "0", True])
 def test_bad_seed_raises(seed):
-    with pytest.raises(UsageError, match="--seed"):
+    with pytest.raises(UsageError, match="`seed`"):
         assign_categories(SCANS_300, seed=seed)
 
 

@@ -3,7 +3,9 @@
 import keras
 import numpy as np
 import pytest
+from synthetic import write_dataset
 
+from minc_keras.cli.main import main
 from minc_keras.models import build_model, precision
 from minc_keras.models.info import attach_info, read_info
 from minc_keras.models.saving import load_trained
@@ -18,9 +20,40 @@ def test_mixed_precision_follows_the_cpu(monkeypatch, caplog):
         assert precision.dtype_policy("mixed") == "float32"
         assert precision.dtype_policy("bfloat16") == "mixed_bfloat16"  # asked for: kept, warned
     assert "no native bfloat16, training in float32" in caplog.text
-    assert "--precision bfloat16 will be much slower than float32 here" in caplog.text
+    assert "`precision` bfloat16 will be much slower than float32 here" in caplog.text
     monkeypatch.setattr(precision, "accelerator", lambda: "cuda:0 (test)")
     assert precision.dtype_policy("mixed") == "mixed_float16"
+
+
+@pytest.mark.parametrize(("native", "compute"), [(True, "bfloat16"), (False, "float32")])
+def test_mixed_precision_training_computes_in_what_the_cpu_has(tmp_path, monkeypatch, native,
+                                                               compute):
+    """``--mixed-precision`` on a CPU: the saved layers compute in bfloat16 where it is native.
+
+    Whatever this machine has, both cases are run: the CPU's bfloat16 is forced on and off.
+    """
+    monkeypatch.setattr(precision, "accelerator", lambda: None)
+    monkeypatch.setattr(precision, "cpu_computes_bfloat16", lambda: native)
+    source = write_dataset(tmp_path / "source", n_subjects=4)
+    target = tmp_path / "run"
+    assert main(["--source", str(source), "--target", str(target), "--input-str", "T1w_anat",
+                 "--label-str", "seg", "--ratios", "0.5", "0.25", "--model-type", "unet",
+                 "--nK", "4", "--epochs", "1", "--batch-size", "4", "--mixed-precision",
+                 "--quiet"]) == 0
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    model = keras.saving.load_model(target / "model" / "model.keras")  # as saved, unconverted
+    network = model.layers[1]  # inside the metadata wrapper
+    convolutions = [layer for layer in network.layers
+                    if isinstance(layer, keras.layers.Conv2D) and layer.name != "output"]
+    assert len(convolutions) > 4
+    assert {layer.compute_dtype for layer in convolutions} == {compute}
+    assert {layer.variable_dtype for layer in convolutions} == {"float32"}  # weights stay 32
+    # the output convolution and its softmax in float32, for a stable loss
+    assert network.get_layer("output").compute_dtype == "float32"
+    hidden = keras.Model(network.inputs, convolutions[0].output)
+    x = np.zeros((1, 32, 32, 1), np.float32)
+    assert keras.backend.standardize_dtype(hidden([x]).dtype) == compute  # what it computes in
+    assert keras.backend.standardize_dtype(model(x).dtype) == "float32"
 
 
 def _save_model(path, policy: str) -> keras.Model:

@@ -12,7 +12,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from minc_keras.cli.parser import run_control, train_options
+from minc_keras.cli.messages import user_message
+from minc_keras.cli.parser import build_parser, flag_names, run_control, train_options
 from minc_keras.core.errors import OutputExistsError
 from minc_keras.core.layout import RunLayout
 from minc_keras.training.options import RunControl, TrainOptions
@@ -126,7 +127,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                            batch_size=args.batch_size, tta=args.tta, quiet=args.quiet,
                            skip_existing=args.skip_existing or args.scheduler == "dask",
                            scheduler=args.scheduler, workers=args.workers,
-                           scheduler_address=args.scheduler_address)
+                           scheduler_address=args.scheduler_address,
+                           scheduler_file=args.scheduler_file, qc=args.qc, bids=args.bids)
     if Path(args.output).is_dir():
         print(f"segmented {_scans(len(report.rows))} into {args.output}")
     else:  # nothing segmented, and the folders made for the run were removed
@@ -134,13 +136,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if report.skipped:
         print(f"left out {_scans(len(report.skipped))} whose labels exist already "
               "(--clobber redoes them)")
+    if report.not_scans:  # each was named as it was skipped
+        count = len(report.not_scans)
+        print(f"left out {count} file{'s' * (count != 1)} found beside the scans that "
+              f"{'are' if count != 1 else 'is a'} label map{'s' * (count != 1)} or "
+              f"mask{'s' * (count != 1)}, not {'scans' if count != 1 else 'a scan'}")
     if report.table_path is not None:
         print(f"wrote {report.table_path}")
+    if report.qc_page is not None:
+        print(f"wrote {report.qc_page}")
     if report.failures:
         if len(report.rows) + len(report.failures) > 1:  # one alone was reported as it failed
             print(f"{_scans(len(report.failures))} failed:", file=sys.stderr)
+            flags = flag_names(build_parser())
             for path, reason in report.failures:
-                print(f"  {path}: {reason}", file=sys.stderr)
+                print(f"  {path}: {user_message(reason, flags)}", file=sys.stderr)
         return 2
     return 0
 

@@ -9,42 +9,33 @@ Only this layer knows about flags. A library error names a parameter in backquot
 (``"`batch_size` 0 is below 1"``), which reads right from Python; printed here, each
 backquoted name that a flag of the parser sets becomes that flag (``--batch-size 0 is
 below 1``), by the destination-to-flag map of :func:`minc_keras.cli.parser.flag_names`
-(:func:`user_message`). A backquoted word that no flag sets is printed as it is.
+(:func:`~minc_keras.cli.messages.user_message`); log lines too, by the formatter of
+the log handler set up here. A backquoted word that no flag sets is printed as it is.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import traceback
 from collections.abc import Mapping, Sequence
 
 from minc_keras.cli.commands import COMMANDS
 from minc_keras.cli.compute import set_up_compute
+from minc_keras.cli.messages import FlagNames, user_message
 from minc_keras.cli.parser import build_parser, flag_names, parse_args
 from minc_keras.core.errors import MincKerasError
 
 log = logging.getLogger("minc_keras")
 
-#: A parameter name in backquotes, as library messages write it.
-_PARAMETER = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
-
-
-def user_message(message: str, flags: Mapping[str, str]) -> str:
-    """``message`` with each backquoted parameter name that has a flag written as that flag.
-
-    >>> user_message("`batch_size` 0 is below 1; or `all`", {"batch_size": "--batch-size"})
-    '--batch-size 0 is below 1; or `all`'
-    """
-    return _PARAMETER.sub(lambda match: flags.get(match[1], match[0]), message)
-
-
-def _configure_logging(verbose: int, quiet: bool) -> None:
+def _configure_logging(verbose: int, quiet: bool, flags: Mapping[str, str]) -> None:
+    """Log to stderr at the level of ``verbose``, each line with flags (:class:`FlagNames`)."""
     level = {0: logging.WARNING, 1: logging.INFO, 2: logging.INFO}.get(verbose, logging.DEBUG)
     if quiet:
         level = max(level, logging.WARNING)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(FlagNames(flags))
     for noisy in ("h5py", "matplotlib", "PIL", "nibabel", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # nibabel logs a header problem as an error, then raises it; the exception becomes our
@@ -62,12 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command not in COMMANDS:
         parser.error(f"`{args.command}` is not available yet in this version")
     verbose = getattr(args, "verbose", 1)
-    _configure_logging(verbose, getattr(args, "quiet", False))
+    flags = flag_names(parser)
+    _configure_logging(verbose, getattr(args, "quiet", False), flags)
     try:
         set_up_compute(args)  # before the command imports Keras: the backend reads it once
         return COMMANDS[args.command](args)
     except MincKerasError as exc:
-        print(f"minc-keras: error: {user_message(str(exc), flag_names(parser))}",
+        print(f"minc-keras: error: {user_message(str(exc), flags)}",
               file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `minc-keras models | head`

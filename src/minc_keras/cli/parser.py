@@ -131,7 +131,9 @@ def _add_data_options(parser: argparse.ArgumentParser, *, required: bool) -> Non
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     predict = sub.add_parser("predict", help="segment new scans in their own grid and format")
     predict.add_argument("inputs", nargs="+", metavar="INPUT",
-                         help="scans: files, folders (searched recursively) or globs")
+                         help="scans: files, folders (searched recursively), globs, or "
+                         "@list.txt (one scan per line, relative to the list's folder; blank "
+                         "lines and # comments ignored)")
     predict.add_argument("--model", required=True, help="TARGET/model/model.keras of a run")
     predict.add_argument("-o", "--output", default="predictions",
                          help="folder for the labels, sidecars and volumes.csv "
@@ -155,6 +157,17 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                          metavar="ADDRESS",
                          help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (a cluster "
                          "started by dask-jobqueue on SLURM, say)")
+    predict.add_argument("--scheduler-file", dest="scheduler_file", default=None,
+                         metavar="PATH",
+                         help="the scheduler file of a running Dask cluster, as dask-jobqueue "
+                         "or dask-mpi --scheduler-file write it")
+    predict.add_argument("--qc", action="store_true",
+                         help="also draw each scan's QC picture (three planes, label contours) "
+                         "and OUTPUT/qc.html, one page of every scan, QC outliers first")
+    predict.add_argument("--bids", action="store_true",
+                         help="write BIDS derivatives: OUTPUT/sub-X/[ses-Y/]anat/"
+                         "sub-X[_ses-Y]_desc-<model>_dseg.<ext>, dataset_description.json and "
+                         "dseg.tsv (every input must be BIDS-named, sub-X[_ses-Y]_..._T1w)")
     add_compute_options(predict)
     _add_common(predict)
 

@@ -178,7 +178,7 @@ class SliceCache:
         if manifest.get("version") != CACHE_VERSION:
             raise DatasetError(
                 f"the cache in {root} was made by another version of minc-keras; "
-                "rerun `minc-keras prepare --clobber`"
+                "prepare it again with `clobber`"
             )
         return cls(root, manifest)
 
@@ -234,7 +234,7 @@ def _class_values(scans: list[CachedScan]) -> list[int]:
             raise DatasetError(
                 f"label {scan.label} ({scan.category} split) has value {unseen[0]}, which no "
                 "training label has, so no model could learn it; relabel it, or choose another "
-                "--seed or --ratios so that a subject with that value is in the training split"
+                "`seed` or `ratios` so that a subject with that value is in the training split"
             )
     return values
 
@@ -285,8 +285,8 @@ def build_cache(rows: Iterable[dict], root: str | Path, *, config: dict,
         elif previous.get("config") != config or previous.get("version") != CACHE_VERSION:
             raise OutputExistsError(
                 f"the cache in {root} was made from other data or options "
-                f"({previous.get('config')}); pass --clobber to rebuild it or choose "
-                "another --target"
+                f"({previous.get('config')}); pass `clobber` to rebuild it or choose "
+                "another `target`"
             )
         else:
             stems = Counter(s["stem"] for s in previous["scans"])

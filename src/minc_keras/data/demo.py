@@ -306,7 +306,7 @@ def _check_dest(dest: Path, clobber: bool) -> None:
         raise OutputExistsError(f"{dest} exists and is not a folder; choose another folder")
     if dest.is_dir() and any(dest.iterdir()) and not clobber:
         raise OutputExistsError(
-            f"{dest} exists and is not empty; pass --clobber to write the demo data into it"
+            f"{dest} exists and is not empty; pass `clobber` to write the demo data into it"
         )
 
 

@@ -246,15 +246,15 @@ def discover(
     files = _image_files(root, exclude)
     if not files:
         raise DatasetError(
-            f"source folder {root} holds no {', '.join(IMAGE_SUFFIXES)} files; point --source "
+            f"source folder {root} holds no {', '.join(IMAGE_SUFFIXES)} files; point `source` "
             "at the folder that holds your scans"
         )
     is_input = {f: input_str is None or match_pattern(f.name, input_str) for f in files}
     is_label = {f: label_str is not None and match_pattern(f.name, label_str) for f in files}
     if not any(is_input.values()):
-        raise DatasetError(_matches_nothing("--input-str", input_str, root, files))
+        raise DatasetError(_matches_nothing("`input_str`", input_str, root, files))
     if label_str is not None and not any(is_label.values()):
-        raise DatasetError(_matches_nothing("--label-str", label_str, root, files))
+        raise DatasetError(_matches_nothing("`label_str`", label_str, root, files))
 
     key_of = {f: _pairing_key(f, root) for f in files if is_input[f] or is_label[f]}
     pure_input_keys = {key_of[f] for f in files if is_input[f] and not is_label[f]}
@@ -263,8 +263,8 @@ def discover(
     ]
     taken = set(inputs)
     labels = [f for f in files if is_label[f] and f not in taken]
-    input_by_key = _unique_by_key(inputs, key_of, root, "inputs", "--input-str")
-    label_by_key = _unique_by_key(labels, key_of, root, "labels", "--label-str")
+    input_by_key = _unique_by_key(inputs, key_of, root, "inputs", "`input_str`")
+    label_by_key = _unique_by_key(labels, key_of, root, "labels", "`label_str`")
 
     scans, unmatched_inputs = [], []
     for key, path in input_by_key.items():
@@ -362,26 +362,26 @@ def _check_source(source: str | os.PathLike) -> Path:
     root = Path(os.path.abspath(os.fspath(source)))
     if not root.exists():
         raise DatasetError(
-            f"source folder {root} does not exist; pass --source the folder that holds your scans"
+            f"source folder {root} does not exist; pass `source` the folder that holds your scans"
         )
     if not root.is_dir():
         raise DatasetError(
-            f"source {root} is a file, not a folder; pass --source the folder that holds your scans"
+            f"source {root} is a file, not a folder; pass `source` the folder that holds your scans"
         )
     return root
 
 
 def _check_patterns(input_str: str | None, label_str: str | None) -> None:
-    for flag, pattern in (("--input-str", input_str), ("--label-str", label_str)):
+    for parameter, pattern in (("`input_str`", input_str), ("`label_str`", label_str)):
         if pattern is not None and (not isinstance(pattern, str) or not pattern):
             raise UsageError(
-                f"{flag} is empty ({pattern!r}); give a substring or glob of the file names, "
+                f"{parameter} is empty ({pattern!r}); give a substring or glob of the file names, "
                 "e.g. T1w_anat or '*seg*'"
             )
     if input_str is not None and input_str == label_str:
         raise UsageError(
-            f"--input-str and --label-str are both {input_str!r}; give patterns that tell the "
-            "inputs from the labels, e.g. --input-str T1w_anat --label-str seg"
+            f"`input_str` and `label_str` are both {input_str!r}; give patterns that tell the "
+            "inputs from the labels, e.g. `input_str` T1w_anat and `label_str` seg"
         )
 
 
@@ -428,20 +428,20 @@ def _image_files(root: Path, exclude: Iterable[str | os.PathLike]) -> list[Path]
     return sorted(found)
 
 
-def _matches_nothing(flag: str, pattern: str | None, root: Path, files: list[Path]) -> str:
+def _matches_nothing(parameter: str, pattern: str | None, root: Path, files: list[Path]) -> str:
     names = sorted({f.name for f in files})
     shown = ", ".join(names[:_SHOWN]) + (
         f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
     )
     hint = " (patterns match file names, not folders)" if pattern and "/" in pattern else ""
     return (
-        f"{flag} {pattern!r} matches none of the {len(files)} image files under {root}"
+        f"{parameter} {pattern!r} matches none of the {len(files)} image files under {root}"
         f"{hint}; choose a substring or glob of names such as {shown}"
     )
 
 
 def _unique_by_key(
-    paths: list[Path], key_of: dict[Path, Key], root: Path, what: str, flag: str
+    paths: list[Path], key_of: dict[Path, Key], root: Path, what: str, parameter: str
 ) -> dict[Key, Path]:
     """Map pairing key -> path, refusing two files with the same key."""
     groups: dict[Key, list[Path]] = defaultdict(list)
@@ -452,7 +452,7 @@ def _unique_by_key(
             names = " and ".join(_short(p, root) for p in group[:_SHOWN])
             more = f" (and {len(group) - _SHOWN} more)" if len(group) > _SHOWN else ""
             raise DatasetError(
-                f"two {what} claim {_describe_key(key)}: {names}{more}; make {flag} more "
+                f"two {what} claim {_describe_key(key)}: {names}{more}; make {parameter} more "
                 f"specific so that it matches one file per scan"
             )
     return {key: group[0] for key, group in groups.items()}

@@ -100,8 +100,8 @@ def prepare(source: str | Path, target: str | Path, *, input_str: str, label_str
     )
     if csv_path.exists() and not clobber and not _same_split(csv_path, rows):
         raise OutputExistsError(
-            f"{csv_path} holds a different split from an earlier prepare; pass --clobber to "
-            "replace it (and everything trained on it) or choose another --target"
+            f"{csv_path} holds a different split from an earlier prepare; pass `clobber` to "
+            "replace it (and everything trained on it) or choose another `target`"
         )
     created = _new_folders(target)
     check_writable(csv_path, clobber=True)

@@ -79,14 +79,14 @@ def check_ratios(ratios: Sequence[float]) -> tuple[float, float]:
         isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values
     ):
         raise UsageError(
-            f"--ratios takes two numbers, the train and validate fractions, not {ratios!r}; "
-            "for example --ratios 0.7 0.15"
+            f"`ratios` takes two numbers, the train and validate fractions, not {ratios!r}; "
+            "for example `ratios` 0.7 0.15"
         )
     train, validate = (float(v) for v in values)
-    shown = f"--ratios {train:g} {validate:g}"
+    shown = f"`ratios` {train:g} {validate:g}"
     if not all(math.isfinite(v) and 0 <= v <= 1 for v in (train, validate)):
         raise UsageError(f"{shown}: each ratio must be between 0 and 1; give two fractions "
-                         "such as --ratios 0.7 0.15")
+                         "such as `ratios` 0.7 0.15")
     if train + validate > 1 + _TOLERANCE:
         raise UsageError(
             f"{shown} sum to {train + validate:g}, above 1; the test split gets "
@@ -138,7 +138,7 @@ def split_counts(n: int, ratios: Sequence[float]) -> dict[str, int]:
     if n < len(needed):
         raise DatasetError(
             f"{n} subjects cannot be split {len(needed)} ways ({', '.join(needed)}); "
-            f"add subjects or set --ratios so fewer categories get a share"
+            f"add subjects or set `ratios` so fewer categories get a share"
         )
     shares = {c: fractions[c] * n for c in CATEGORIES}
     # round shares to 1e-9 first so 0.29 * 100 = 28.999999999999996 counts as 29
@@ -184,13 +184,13 @@ def assign_categories(
     """
     train, validate = check_ratios(ratios)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise UsageError(f"--seed must be a whole number 0 or above, not {seed!r}")
+        raise UsageError(f"`seed` must be a whole number 0 or above, not {seed!r}")
     subjects = sorted({scan.subject for scan in scans})
     needed = [c for c, f in _fractions((train, validate)).items() if f > 0]
     if len(subjects) < len(needed):
         shown = ", ".join(subjects[:10]) if subjects else "none"
         raise DatasetError(
-            f"found {len(subjects)} subjects ({shown}) but --ratios {train:g} {validate:g} "
+            f"found {len(subjects)} subjects ({shown}) but `ratios` {train:g} {validate:g} "
             f"split subjects {len(needed)} ways ({', '.join(needed)}), which needs at least "
             f"{len(needed)}; add subjects, or give fewer categories a share (validate ratio 0, "
             "or ratios summing to 1)"

@@ -160,7 +160,7 @@ def select_test_subjects(cache: SliceCache, spec: str | None) -> list[int]:
             position = int(item)
             if not 1 <= position <= len(test):
                 raise UsageError(
-                    f"--predict {item}: the test split has {len(test)} subjects; give positions "
+                    f"`predict` {item}: the test split has {len(test)} subjects; give positions "
                     f"1 to {len(test)}, subject names, or `all`"
                 )
             chosen.append(test[position - 1])
@@ -170,7 +170,7 @@ def select_test_subjects(cache: SliceCache, spec: str | None) -> list[int]:
                 names = [cache.scans[i].name for i in test]
                 shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more"
                                                 if len(names) > 5 else "") or "none"
-                raise UsageError(f"--predict {item}: no test subject of that name; give "
+                raise UsageError(f"`predict` {item}: no test subject of that name; give "
                                  f"`all`, positions 1 to {len(test)}, or names such as {shown}")
             chosen.extend(matches)
     return list(dict.fromkeys(chosen))

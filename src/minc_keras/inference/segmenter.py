@@ -123,7 +123,7 @@ def check_classes(info: ModelInfo, cache: SliceCache, path: Path) -> None:
     if list(info.class_values) != cache.class_values:
         raise DatasetError(
             f"model {path} was trained on label values {info.class_values} but the prepared "
-            f"data have {cache.class_values}; retrain with --clobber or use the matching --target"
+            f"data have {cache.class_values}; retrain with `clobber` or use the matching `target`"
         )
 
 

@@ -67,18 +67,18 @@ def dtype_policy(precision: str) -> str:
     ('float32', 'mixed_float16')
     """
     if precision not in PRECISIONS:
-        raise UsageError(f"--precision {precision} is not known; choose one of "
+        raise UsageError(f"`precision` {precision} is not known; choose one of "
                          f"{', '.join(PRECISIONS)}")
     if precision == "mixed":  # float16 with loss scaling on GPUs; bfloat16 needs none
         if accelerator():
             return "mixed_float16"
         if cpu_computes_bfloat16():
             return "mixed_bfloat16"
-        log.info("--mixed-precision: this CPU has no native bfloat16, training in float32")
+        log.info("`precision` mixed: this CPU has no native bfloat16, training in float32")
         return "float32"
     if precision == "bfloat16" and not accelerator() and not cpu_computes_bfloat16():
         log.warning("this CPU has no native bfloat16 (AVX-512 BF16 or AMX); "
-                    "--precision bfloat16 will be much slower than float32 here")
+                    "`precision` bfloat16 will be much slower than float32 here")
     return PRECISIONS[precision]
 
 

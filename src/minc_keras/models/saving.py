@@ -42,7 +42,7 @@ def load_trained(path: str | Path, *, compile: bool = True) -> tuple[keras.Model
         detail = " ".join(str(detail).split()).rstrip(".") or type(exc).__name__
         raise DatasetError(
             f"{path} is not a model saved by this version of minc-keras ({detail}); "
-            "retrain it with `minc-keras train --clobber`"
+            "retrain it with `clobber`"
         ) from exc
     return model, info
 

@@ -73,7 +73,7 @@ class SpatialMultiple(keras.layers.Layer):
             raise UsageError(
                 f"U-Net input {kind} are {' x '.join(map(str, spatial))} {unit}, but {sides} "
                 f"must be multiples of {self.multiple}; pad them to a multiple of "
-                f"{self.multiple} (minc-keras does this with --pad)"
+                f"{self.multiple} (the `pad` option does this)"
             )
 
     def call(self, inputs):

@@ -227,8 +227,8 @@ def check_input_stride(name: str, input_stride: int | None) -> None:
     if input_stride is not None and (not _is_int(input_stride) or input_stride < 1):
         raise UsageError(f"input_stride must be a positive integer, got {input_stride!r}")
     if entry.builtin and name not in _UNETS and input_stride not in (None, 1):
-        raise UsageError(f"input_stride (--input-stride) applies to the U-Net "
-                         f"(--model-type unet), not to {name}")
+        raise UsageError(f"the half-resolution stem (`input_stride`) applies to the U-Net "
+                         f"(`model_type` unet), not to {name}")
 
 
 def check_refine_filters(name: str, refine_filters: int | None) -> None:
@@ -240,8 +240,8 @@ def check_refine_filters(name: str, refine_filters: int | None) -> None:
     if refine_filters is not None and (not _is_int(refine_filters) or refine_filters < 0):
         raise UsageError(f"refine_filters must be an integer >= 0, got {refine_filters!r}")
     if entry.builtin and name not in _UNETS and refine_filters:
-        raise UsageError(f"refine_filters (--refine-filters) applies to the U-Net "
-                         f"(--model-type unet), not to {name}")
+        raise UsageError(f"the refinement head (`refine_filters`) applies to the U-Net "
+                         f"(`model_type` unet), not to {name}")
 
 
 def _checked_options(num_classes, input_shape, activations, nK, kernel_size, drop_out, n_dil,

@@ -93,7 +93,7 @@ def bids_output_names(scans: list[Path], desc: str) -> dict[Path, str]:
         match = BIDS_NAME.match(scan_name(scan))
         if match is None:
             raise UsageError(f"{scan} is not named as BIDS names a scan (sub-<label>[_ses-<label>]"
-                             "..._T1w.nii.gz); rename it, or leave out --bids")
+                             "..._T1w.nii.gz); rename it, or leave out `bids`")
         pairs = dict(part.split("-", 1) for part in match["entities"].split("_") if part)
         entities = [f"sub-{match['sub']}"] + ([f"ses-{match['ses']}"] if match["ses"] else [])
         entities += [f"{key}-{pairs[key]}" for key in BIDS_KEPT if key in pairs]

@@ -180,7 +180,7 @@ def segment_file(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path:
     name = name or scan_name(path)
     label_path = output_paths(path, out_dir, name)[0]
     if label_path.exists() and not clobber:
-        raise OutputExistsError(f"{label_path} exists already; pass --clobber to replace it")
+        raise OutputExistsError(f"{label_path} exists already; pass `clobber` to replace it")
     info = segmenter.info
     volume = read_volume(path)
     check_is_scan(volume.data)

@@ -26,15 +26,15 @@ _DECIMALS = {"test_loss": 4, "test_accuracy": 4, "training_min": 1, "inference_s
 def _checked_summary(target: Path) -> RunSummary:
     """The summary of one run folder, refusing a folder that holds no evaluated run."""
     if not target.exists():
-        raise UsageError(f"{target} does not exist; give the --target folders of runs")
+        raise UsageError(f"{target} does not exist; give the `target` folders of runs")
     if not target.is_dir():
-        raise UsageError(f"{target} is not a folder; give the --target folders of runs")
+        raise UsageError(f"{target} is not a folder; give the `target` folders of runs")
     if not (target / "model" / "config.json").is_file():
         raise UsageError(f"{target} holds no trained run (no model/config.json); give the "
-                         "--target folder of `minc-keras run` or `minc-keras train`")
+                         "`target` folder of `minc-keras run` or `minc-keras train`")
     if not (target / "report" / "metrics.csv").is_file():
-        raise UsageError(f"{target} has not been evaluated (no report/metrics.csv); run "
-                         f"`minc-keras evaluate --target {target}` first")
+        raise UsageError(f"{target} has not been evaluated (no report/metrics.csv); evaluate "
+                         f"it first (`minc-keras evaluate` with `target` {target})")
     return summarise_run(target)
 
 

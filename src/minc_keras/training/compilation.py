@@ -123,5 +123,5 @@ def _give_up(reason: str) -> None:
     """Remember why compiling does not work here and say so, once."""
     global _failure
     _failure = reason
-    log.warning("--jit-compile: torch.compile does not work here (%s); training without it",
+    log.warning("`jit_compile`: torch.compile does not work here (%s); training without it",
                 reason)

@@ -144,7 +144,7 @@ def _kept(layout: RunLayout, cache: SliceCache, paths: list[Path], options: Trai
           control: RunControl) -> TrainResult:
     """The result of a rerun that keeps the model an earlier, finished training saved."""
     refuse_unfinished(layout, options, control.model_name)
-    log.info("%s exists; evaluating it without retraining (pass --clobber to retrain)",
+    log.info("%s exists; evaluating it without retraining (pass `clobber` to retrain)",
              paths[0])
     parameters = _kept_parameters([p for p in paths if p.exists()], cache)
     history = read_history(layout, options.views[0], options.views)
@@ -290,7 +290,7 @@ def _compile_steps(model: keras.Model, train_parts: list, views: list[str],
     """Compile the training step of each view's slice size; return the seconds it took."""
     if views == [VOLUME_VIEW]:
         # measured: its step broke into many graphs and hit Dynamo's recompile limit
-        log.info("volume view: trains eagerly (--jit-compile is for slice views: the 3-D "
+        log.info("volume view: trains eagerly (`jit_compile` is for slice views: the 3-D "
                  "network's step does not compile into one graph)")
         return 0.0
     compiling, compiled = 0.0, True
@@ -301,7 +301,7 @@ def _compile_steps(model: keras.Model, train_parts: list, views: list[str],
         log.info("%s: training step compiled in %.0f s", _named(views), compiling)
     if budget is not None and compiling > budget / 4:
         log.warning("%s: compiling took %.0f s of its %.0f s; with budgets this "
-                    "short, train without --jit-compile", _named(views), compiling, budget)
+                    "short, train without `jit_compile`", _named(views), compiling, budget)
     return compiling
 
 
