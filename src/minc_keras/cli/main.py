@@ -28,6 +28,27 @@ from minc_keras.core.errors import MincKerasError
 
 log = logging.getLogger("minc_keras")
 
+#: What to install for a missing package the user chose to need (a backend or an extra).
+_INSTALL = {
+    "torch": "PyTorch, the default Keras backend: pip install torch (a CPU-only build is "
+             "enough without a GPU; the README says how)",
+    "jax": 'JAX, the backend KERAS_BACKEND=jax names: pip install "jax[cpu]"',
+    "tensorflow": "TensorFlow, the backend KERAS_BACKEND=tensorflow names: pip install tensorflow",
+    "nilearn": 'nilearn, for the demo data: pip install "minc-keras[demo]"',
+    "dask": 'Dask, for --scheduler dask: pip install "minc-keras[dask]"',
+    "distributed": 'Dask, for --scheduler dask: pip install "minc-keras[dask]"',
+}
+
+
+def missing_package(name: str) -> str:
+    """One sentence naming what to install for the missing package ``name``.
+
+    >>> missing_package("torch").split(";")[0]
+    'torch is not installed'
+    """
+    return f"{name.split('.')[0]} is not installed; install {_INSTALL[name.split('.')[0]]}"
+
+
 def _configure_logging(verbose: int, quiet: bool, flags: Mapping[str, str]) -> None:
     """Log to stderr at the level of ``verbose``, each line with flags (:class:`FlagNames`)."""
     level = {0: logging.WARNING, 1: logging.INFO, 2: logging.INFO}.get(verbose, logging.DEBUG)
@@ -61,6 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MincKerasError as exc:
         print(f"minc-keras: error: {user_message(str(exc), flags)}",
               file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] not in _INSTALL:
+            raise
+        print(f"minc-keras: error: {missing_package(exc.name)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `minc-keras models | head`
         sys.stderr.close()
