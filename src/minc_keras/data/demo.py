@@ -16,6 +16,9 @@ Example::
     files = make_demo_dataset("demo/", n_subjects=3)
 """
 
+# Over the ~400-line guide: a quarter is docstrings and the README written beside the data;
+# one concept (the demo dataset), its steps private.
+
 from __future__ import annotations
 
 import logging
