@@ -137,3 +137,27 @@ def test_jit_compile_flag_is_off_unless_given():
     base = ["train", "--target", "t"]
     assert train_options(parse_args(base)).jit_compile is False
     assert train_options(parse_args([*base, "--jit-compile"])).jit_compile
+
+
+def test_the_compile_cache_goes_where_it_survives_a_reboot(tmp_path, monkeypatch):
+    from minc_keras.training.compilation import keep_compile_cache
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert keep_compile_cache() == str(tmp_path / "cache" / "minc-keras" / "torchinductor")
+    assert (tmp_path / "cache" / "minc-keras" / "torchinductor").is_dir()
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert keep_compile_cache() == str(tmp_path / "mine")  # the user's choice wins
+
+
+@pytest.mark.parametrize(("recipe", "advice"), [("default", False), (None, True)])
+def test_a_slow_compile_never_advises_against_the_recipes_own_setting(monkeypatch, caplog,
+                                                                      recipe, advice):
+    from minc_keras.training import trainer
+
+    monkeypatch.setattr(trainer, "compile_train_step", lambda model, part: (90.0, True))
+    with caplog.at_level("WARNING", logger="minc_keras.training.trainer"):
+        spent = trainer._compile_steps(None, [object()], ["axial"], 200.0, recipe=recipe)
+    assert spent == 90.0
+    assert "compiling took 90 s of its 200 s" in caplog.text
+    assert ("without `jit_compile`" in caplog.text) is advice

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import keras
 
@@ -23,6 +25,27 @@ log = logging.getLogger(__name__)
 
 #: Why compiling failed in this process (then it is not tried again), or None.
 _failure: str | None = None
+
+
+def keep_compile_cache() -> str | None:
+    """Point PyTorch's compile cache at the user's cache folder, unless one was chosen.
+
+    Its default lives under the system's temporary folder, which many systems empty at
+    every boot, so each first run after one compiled from scratch. The user cache
+    (``$XDG_CACHE_HOME`` or ``~/.cache``, ``minc-keras/torchinductor``) survives; a
+    ``TORCHINDUCTOR_CACHE_DIR`` already set wins. Returns the folder, or None when none
+    could be made (the default then applies).
+    """
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        return os.environ["TORCHINDUCTOR_CACHE_DIR"]
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = base / "minc-keras" / "torchinductor"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+    return str(folder)
 
 
 def compile_train_step(model: keras.Model, dataset: keras.utils.PyDataset
@@ -63,6 +86,7 @@ def compile_train_step(model: keras.Model, dataset: keras.utils.PyDataset
         return time.perf_counter() - start, False
     import torch
 
+    keep_compile_cache()
     optimizer = model.optimizer
     if not optimizer.built:
         optimizer.build(model.trainable_variables)

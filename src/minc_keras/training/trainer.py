@@ -53,6 +53,7 @@ from minc_keras.training.compilation import compile_train_step, static_shapes
 from minc_keras.training.distribution import data_parallel
 from minc_keras.training.network import build_network, check_views, views_for_model
 from minc_keras.training.options import RunControl, TrainOptions
+from minc_keras.training.recipes import RECIPES
 from minc_keras.training.sampling import augmenter, rare_class
 
 log = logging.getLogger(__name__)
@@ -286,8 +287,13 @@ def _datasets(cache: SliceCache, options: TrainOptions, info: ModelInfo, views: 
 
 
 def _compile_steps(model: keras.Model, train_parts: list, views: list[str],
-                   budget: float | None) -> float:
-    """Compile the training step of each view's slice size; return the seconds it took."""
+                   budget: float | None, *, recipe: str | None = None) -> float:
+    """Compile the training step of each view's slice size; return the seconds it took.
+
+    Compiling a large share of a short budget is worth a warning; advice to turn it off
+    only when it was the user's choice, never when the ``recipe`` turned it on (the
+    recipe's choice was measured, first runs included).
+    """
     if views == [VOLUME_VIEW]:
         # measured: its step broke into many graphs and hit Dynamo's recompile limit
         log.info("volume view: trains eagerly (`jit_compile` is for slice views: the 3-D "
@@ -300,8 +306,11 @@ def _compile_steps(model: keras.Model, train_parts: list, views: list[str],
     if compiled:
         log.info("%s: training step compiled in %.0f s", _named(views), compiling)
     if budget is not None and compiling > budget / 4:
-        log.warning("%s: compiling took %.0f s of its %.0f s; with budgets this "
-                    "short, train without `jit_compile`", _named(views), compiling, budget)
+        from_recipe = recipe is not None and RECIPES[recipe].values.get("jit_compile", False)
+        log.warning("%s: compiling took %.0f s of its %.0f s%s", _named(views), compiling,
+                    budget, " (a first run compiles from scratch; later ones reuse what "
+                    "torch cached)" if from_recipe else "; with budgets this short, train "
+                    "without `jit_compile`")
     return compiling
 
 
@@ -346,7 +355,7 @@ def _fit(model: keras.Model, info: ModelInfo, cache: SliceCache, options: TrainO
     to_train = first_epoch < options.epochs and (budget is None or saver.seconds_before < budget)
     compiling = 0.0
     if to_train and options.jit_compile:
-        compiling = _compile_steps(model, train_parts, views, budget)
+        compiling = _compile_steps(model, train_parts, views, budget, recipe=options.recipe)
         saver.seconds_before += compiling  # spent, as training time is
     callbacks: list[keras.callbacks.Callback] = [EpochOrder(train_data), saver]
     if options.class_names is not None and not quiet:  # the user's names in the printed log
