@@ -32,3 +32,18 @@ def cohort_scans(tmp_path_factory):
     write_volume(Volume(make_subject(46)[0], XYZ_AFFINE.copy()),
                  folder / "site-b" / "sub-40_T1w.nii.gz")
     return folder
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Each test leaves ``os.environ`` as it found it.
+
+    Dask sets ``OMP_NUM_THREADS=1`` and the like in the process that starts a cluster; a
+    later test's training subprocess would inherit one thread and compute other sums than
+    this process's two (the resume test compares the two bit for bit).
+    """
+    before = dict(os.environ)
+    yield
+    if os.environ != before:
+        os.environ.clear()
+        os.environ.update(before)

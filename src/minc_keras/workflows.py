@@ -199,3 +199,7 @@ def run_pipeline(source: str | Path, target: str | Path, *, input_str: str, labe
     result.report = result.evaluation.report
     done("predict")
     return result
+
+
+#: The whole pipeline as one call, by the name the package's top level gives it.
+run = run_pipeline

@@ -120,7 +120,7 @@ def test_unet3d_trains_calibrates_and_predicts_in_the_scans_grid(tmp_path, monke
     assert info.view == "volume"
     assert info.model_type == "unet3d"
     assert info.shift_passes == 2
-    assert "class_offsets" in info
+    assert info.class_offsets is not None
     written = sorted((target / "predict" / "test").glob("*_dseg.nii.gz"))
     assert written
     scan = next(source.glob(f"{written[0].name.split('_')[0]}/*T1w_anat*"))
