@@ -3,7 +3,8 @@
 Keras' :class:`~keras.layers.BatchNormalization` is written with ``keras.ops``: under
 torch a training step computes the batch moments and the normalisation as half a dozen
 separate elementwise passes over the feature map, forward and backward. In a profile of
-the U-Net that arithmetic (with the loss's) was 28 % of a training step on a CPU.
+the U-Net that arithmetic was a large share of a training step on a CPU
+(``benchmarks/README.md``, "Training speed").
 :class:`FusedBatchNormalization` computes the same thing with torch's own batch-norm
 kernel when it can: channels-first 4-D features (the U-Net's layout under torch), no mask,
 no renormalisation. Everywhere else it is Keras' layer unchanged. Weights, moving

@@ -1,15 +1,14 @@
 """Segment a long list of scans in child processes that are replaced every few scans.
 
-The deep-learning backend keeps a little native memory from every forward pass: with
-torch 2.13 on the CPU we measured about 0.35 MB per ``predict_on_batch`` call with a fixed
-input shape (with or without oneDNN, whatever glibc's arena and mmap settings), and more
-when the slice shapes vary from scan to scan. Python's own objects stay flat. Over a
-261-scan cohort one process grew from 1.4 to 2.6 GB. So a cohort is segmented in chunks of
-``scans_per_process`` scans, each in a fresh process that loads the model once: memory
-stays bounded whatever the cohort size, for a few seconds of start-up per chunk. This
-process (the parent) never imports the backend; it only collects the rows: the modules it
-imports (:mod:`minc_keras.predict.worker` and those below it) import the backend only inside
-the functions that run a model.
+The deep-learning backend keeps a little native memory from every forward pass (measured
+with torch on the CPU, whatever the allocator's settings, and more when the slice shapes
+vary from scan to scan: ``benchmarks/README.md``, "Memory over a cohort"); Python's own
+objects stay flat, and one process segmenting a large cohort grows without end. So a cohort
+is segmented in chunks of ``scans_per_process`` scans, each in a fresh process that loads
+the model once: memory stays bounded whatever the cohort size, for a few seconds of start-up
+per chunk. This process (the parent) never imports the backend; it only collects the rows:
+the modules it imports (:mod:`minc_keras.predict.worker` and those below it) import the
+backend only inside the functions that run a model.
 """
 
 from __future__ import annotations

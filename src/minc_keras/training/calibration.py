@@ -1,19 +1,19 @@
 """Per-class probability offsets, tuned on the validation scans once training ends.
 
-The recipes' loss (``dice_wce``) weighs the cross-entropy of small classes up so that
-they are learnt in the first minutes; the price is a network that over-segments them
-(on the dev folds the ventricles came out 7-37 % too large, their false positives 3-7
-times their false negatives). Multiplying each class's probability by ``exp(b_c)`` and
-renormalising — a shift of the class priors, as for any classifier trained on reweighted
-data — removes that bias. The offsets ``b`` (background fixed at 0) are chosen to
-maximise the mean foreground Dice of the ensemble's labels on the validation scans, by
-coordinate ascent over a grid, and are stored in the model's metadata so that every
-prediction applies them.
+The recipes' loss (``dice_wce``) weighs the cross-entropy of small classes up so that they
+are learnt in the first minutes; the price is a network that over-segments them (on the dev
+folds the ventricles came out too large, their false positives several times their false
+negatives: ``benchmarks/README.md``, "Class offsets"). Multiplying each class's probability
+by ``exp(b_c)`` and renormalising — a shift of the class priors, as for any classifier
+trained on reweighted data — removes that bias. The offsets ``b`` (background fixed at 0)
+are chosen to maximise the mean foreground Dice of the ensemble's labels on the validation
+scans, by coordinate ascent over a grid, and are stored in the model's metadata so that
+every prediction applies them.
 
 A model trained with simulated atrophy (``--augment-atrophy``) is meant for older brains
-too, whose ventricles are larger than the young validation subjects'; fitted on those
-alone, the offsets shrink every ventricle as much as a young one needs (on the dev folds
-they cost atrophied copies 0.11 ventricle Dice). Such models are fitted on each validation
+too, whose ventricles are larger than the young validation subjects'; fitted on those alone,
+the offsets shrink every ventricle as much as a young one needs (on the dev folds that cost
+atrophied copies ventricle Dice; same section). Such models are fitted on each validation
 scan and an atrophied copy of it (:data:`ATROPHY_VOXELS`) weighted equally.
 """
 

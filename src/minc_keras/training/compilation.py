@@ -1,9 +1,9 @@
 """Compiled training steps: ``torch.compile`` through Keras' ``jit_compile``.
 
-On a 2-core CPU a compiled step of the recipes' network took 0.73x the time of an eager
-one (its input pipeline included), of model_0_0 0.83x, after compiling for 0.5 to 1.5
-minutes per model, most of it spent tracing Keras' Python code (so PyTorch's on-disk
-cache of compiled kernels saves little). :func:`compile_train_step` pays that cost up
+On a CPU a compiled step takes less time than an eager one, after a minute or more of
+compiling per model, most of it spent tracing Keras' Python code (so PyTorch's on-disk
+cache of compiled kernels saves little): ``benchmarks/README.md``, "Compiled vs eager
+steps". :func:`compile_train_step` pays that cost up
 front, on one batch, so that training with a time budget can count it and schedule the
 learning rate over the time left. Validation and prediction stay eager: they are a small
 share of the work, and their last, smaller batch would compile once more.
