@@ -230,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     prepare = sub.add_parser("prepare", help="discover scans, split subjects, fill the cache")
     _add_data_options(prepare, required=True)
+    prepare.add_argument("--label-table", default=None, metavar="FILE.tsv",
+                         help="a tab-separated table naming the label codes (columns index and "
+                         "name): refused if it lacks a code found in the labels")
     _add_common(prepare)
 
     train = sub.add_parser("train", help="train on TARGET's prepared data")
