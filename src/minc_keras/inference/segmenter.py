@@ -23,7 +23,8 @@ class Segmenter:
     averaged (as FastSurfer does). A model trained at half resolution runs twice per
     slice, the second time shifted by a pixel (its ``shift_passes``; see
     :func:`predict_probabilities`). With ``tta`` each view also sees the left-right
-    mirrored volume and its mirrored prediction is averaged in. The averaged
+    mirrored volume and its mirrored prediction is averaged in (the channels of paired
+    classes, Left X and Right X, swapped back: :attr:`ModelInfo.mirror_classes`). The averaged
     probabilities are then shifted by the class offsets fitted on the validation scans
     after training (:mod:`minc_keras.training.calibration`), if the model has them.
 
@@ -87,8 +88,10 @@ class Segmenter:
                 probs = predict_probabilities(model, np.ascontiguousarray(source),
                                               view=info.view, multiple=info.multiple,
                                               batch_size=batch_size, shifts=shifts)
-                if flipped:
+                if flipped:  # back to the scan's side; Left X was seen as Right X
                     probs = probs[::-1]
+                    if info.mirror_classes is not None and probs.shape[-1] > 1:
+                        probs = probs[..., np.asarray(info.mirror_classes)]
                 total = probs if total is None else total + probs
                 count += 1
         return apply_offsets(total / count, self.class_offsets)

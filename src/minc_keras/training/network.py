@@ -146,6 +146,13 @@ def _class_names(cache: SliceCache, options: TrainOptions) -> list[str]:
     return list(options.class_names)
 
 
+def class_mirror(cache: SliceCache, options: TrainOptions) -> tuple[int, ...] | None:
+    """The class each class becomes under a left-right flip; None when none is paired."""
+    names = _class_names(cache, options)
+    mirror = mirror_classes(names)
+    return tuple(mirror) if mirror != list(range(len(names))) else None
+
+
 def _mirror(names: list[str]) -> dict:
     """``mirror_classes`` of the info, when some classes are left/right pairs."""
     mirror = mirror_classes(names)
