@@ -124,3 +124,16 @@ def test_the_real_structures_table_reads_and_pairs():
     assert names[mirror[left]] == "Right Hippocampus"
     assert mirror[names.index("3rd Ventricle")] == names.index("3rd Ventricle")
     assert all(mirror[mirror[k]] == k for k in range(len(values)))
+
+
+def test_more_classes_than_a_byte_holds_are_refused():
+    from types import SimpleNamespace
+
+    from minc_keras.core.errors import DatasetError
+    from minc_keras.data.cache import _class_values
+
+    scan = SimpleNamespace(category="train", label="l.mnc", label_values=sparse_codes(300))
+    with pytest.raises(DatasetError, match="at most 256 classes can be learnt"):
+        _class_values([scan])
+    scan.label_values = sparse_codes(255)
+    assert len(_class_values([scan])) == 256
