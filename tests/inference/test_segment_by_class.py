@@ -39,11 +39,16 @@ def network():
     return _network()
 
 
-@pytest.mark.parametrize("voxel_mm", [None, [1.6, 1.3, 0.8]])
+@pytest.mark.parametrize(("view", "voxel_mm"), [
+    ("axial", None), ("coronal", None), ("sagittal", None),  # slice by slice
+    ("axial", [1.6, 1.3, 0.8]),  # resampled: class by class
+])
 @pytest.mark.parametrize("tta", [False, True])
-def test_class_by_class_equals_the_whole_probabilities(network, voxel_mm, tta):
-    info = {"view": "axial", "multiple": 1, "class_values": [0, *range(4, 4 + 3 * 11, 3)],
-            "voxel_sizes_mm": voxel_mm}
+def test_class_by_class_equals_the_whole_probabilities(network, view, voxel_mm, tta):
+    info = {"view": view, "multiple": 1, "class_values": [0, *range(4, 4 + 3 * 11, 3)],
+            "voxel_sizes_mm": voxel_mm, "class_names": ["background", *(
+                f"{side} s{k}" for k in range(5) for side in ("Left", "Right")), "middle"],
+            "mirror_classes": [0, *(k + 1 + (1 if k % 2 == 0 else -1) for k in range(10)), 11]}
     segmenter = Segmenter([(network, info)], tta=tta)
     scan = _scan()
     whole = segment_volume(segmenter, scan)
@@ -60,3 +65,15 @@ def test_class_by_class_equals_the_whole_probabilities(network, voxel_mm, tta):
     assert sorted(chosen.class_maps) == [0, 5]
     for c in (0, 5):
         np.testing.assert_allclose(chosen.class_maps[c], whole.probabilities[..., c], atol=1e-7)
+
+
+def test_one_view_without_resampling_goes_slice_by_slice(network, monkeypatch):
+    info = {"view": "axial", "multiple": 1, "class_values": list(range(CLASSES))}
+    segmenter = Segmenter([(network, info)], tta=True)
+    assert segmenter.streams
+    monkeypatch.setattr(Segmenter, "probabilities", None)  # the whole array is never made
+    result = segment_volume(segmenter, _scan(), probabilities=[3])
+    assert result.probabilities is None
+    assert sorted(result.class_maps) == [3]
+    assert not Segmenter([(network, info)] * 2).streams
+    assert not Segmenter([(network, {**info, "view": "sagittal"})], tta=True).streams

@@ -80,6 +80,12 @@ def segment_volume(segmenter: Segmenter, volume: Volume, *, batch_size: int = 8,
     info = segmenter.info
     preprocessor = info.preprocessor
     prepared = preprocessor.forward(volume.data, volume.affine)
+    if (probabilities is not True and info.num_outputs > 1 and segmenter.streams
+            and not prepared.placement.resampled):
+        wanted = [] if probabilities is False else [int(c) for c in probabilities]
+        return _slice_by_slice(segmenter, preprocessor, prepared.placement, prepared.data,
+                               np.asarray(info.class_values, dtype=np.int32), wanted,
+                               batch_size=batch_size)
     probs = np.asarray(segmenter.probabilities(prepared.data, batch_size=batch_size),
                        np.float32)
     channels = probs.shape[-1]
@@ -128,3 +134,35 @@ def _class_by_class(preprocessor: Preprocessor, placement: Placement, probs: np.
     full = preprocessor.place(classes, placement, fill=0)
     return Segmentation(labels=np.ascontiguousarray(values[full].astype(np.int16)),
                         probabilities=None, classes=full, class_maps=maps, qc_entropy=qc)
+
+
+def _slice_by_slice(segmenter: Segmenter, preprocessor: Preprocessor, placement: Placement,
+                    data: np.ndarray, values: np.ndarray, wanted: list[int], *,
+                    batch_size: int) -> Segmentation:
+    """Labels, quality score and the ``wanted`` maps, a batch of slices at a time.
+
+    Only the running class indices (and the ``wanted`` maps) of the preprocessed grid
+    are kept, never every class's probabilities; the scan was not resampled, so its
+    grid's voxels are those of the preprocessed grid, and everything is as the whole
+    probabilities give it.
+    """
+    classes = np.zeros(data.shape, np.uint8)  # slices with nothing: class 0
+    maps = {c: np.full(data.shape, 1.0 if c == 0 else 0.0, np.float32) for c in wanted}
+    entropy_sum, foreground = 0.0, 0
+    for axis, ks, probs in segmenter.slice_chunks(data, batch_size=batch_size):
+        chunk = probabilities_to_classes(probs)
+        np.moveaxis(classes, axis, 0)[ks] = chunk
+        for c, map_ in maps.items():
+            np.moveaxis(map_, axis, 0)[ks] = probs[..., c]
+        inside = chunk > 0
+        if inside.any():
+            clipped = np.clip(probs[inside], ENTROPY_FLOOR, 1.0)
+            entropy_sum += float((-(clipped * np.log(clipped)).sum(axis=-1)).sum(dtype=np.float64))
+            foreground += int(inside.sum())
+    qc = entropy_sum / foreground / np.log(len(values)) if foreground else float("nan")
+    full = preprocessor.place(classes, placement, fill=0)
+    return Segmentation(labels=np.ascontiguousarray(values[full].astype(np.int16)),
+                        probabilities=None, classes=full,
+                        class_maps={c: preprocessor.place(m, placement, fill=1.0 if c == 0 else 0.0)
+                                    for c, m in maps.items()},
+                        qc_entropy=float(qc))
