@@ -414,5 +414,5 @@ def test_save_probabilities_of_the_classes_named(model_path, tmp_path, capsys):
     pd.testing.assert_frame_equal(table_some.drop(columns="output"),
                                   table_all.drop(columns="output"))
     assert _predict(model_path, tmp_path / "bad", scan,
-                    extra=("--save-probabilities", "Hippocampus")) != 0
+                    extra=("--save-probabilities", "Hippocampus")) == 2
     assert "'Hippocampus', which the model does not have" in capsys.readouterr().err
