@@ -92,3 +92,46 @@ def write_scan_folder(folder: Path, seeds: range, bad_name: str) -> Path:
                      folder / f"sub-{seed}_T1w.nii.gz")
     (folder / bad_name).write_bytes(b"not a scan")
     return folder
+
+
+def sparse_codes(n_structures: int) -> list[int]:
+    """``n_structures`` label codes that are not contiguous (4, 7, 10, ...), left/right paired."""
+    return [4 + 3 * k for k in range(n_structures)]
+
+
+def relabel_sparse(labels: np.ndarray, codes: list[int]) -> np.ndarray:
+    """Split the foreground of an (x, y, z) label array into ``len(codes)`` structures.
+
+    Bands of the foreground's (y, z) columns, each cut into a left (x below the middle)
+    and a right half: structure ``2 * band`` is the left one, ``2 * band + 1`` the right.
+    """
+    bands = len(codes) // 2
+    columns = (labels > 0).any(axis=0)  # (y, z): columns holding foreground
+    rank = np.cumsum(columns.ravel()).reshape(columns.shape) - 1
+    band = np.minimum(rank * bands // max(int(columns.sum()), 1), bands - 1)[None]
+    x = np.arange(labels.shape[0])[:, None, None]
+    index = np.broadcast_to(2 * band + (x >= labels.shape[0] // 2), labels.shape)
+    out = np.where(labels > 0, np.asarray(codes)[index], 0)
+    return out.astype(np.int16)
+
+
+def write_structure_table(path: Path, codes: list[int]) -> Path:
+    """A label table naming ``codes`` ``Left S<k>`` / ``Right S<k>`` as :func:`relabel_sparse`."""
+    lines = ["index\tname\ttissue"]
+    for k, code in enumerate(codes):
+        side = "Left" if k % 2 == 0 else "Right"
+        lines.append(f"{code}\t{side} S{k // 2}\tGM")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_sparse_dataset(root: Path, codes: list[int], *, n_subjects: int = 6) -> Path:
+    """Like :func:`write_dataset` (NIfTI) with the labels split into sparse-coded structures."""
+    for s in range(1, n_subjects + 1):
+        image, labels = make_subject(s)
+        labels = relabel_sparse(labels, codes)
+        folder = root / f"sub-{s:02d}"
+        name = f"sub-{s:02d}_task-01_ses-01"
+        write_volume(Volume(image, XYZ_AFFINE.copy()), folder / f"{name}_T1w_anat_rsl.nii.gz")
+        write_volume(Volume(labels, XYZ_AFFINE.copy()), folder / f"{name}_variant-seg_rsl.nii.gz")
+    return root

@@ -186,7 +186,8 @@ def run_pipeline(source: str | Path, target: str | Path, *, input_str: str, labe
 
     result.prepared = prepare(source, target, input_str=input_str, label_str=label_str,
                               ratios=ratios, seed=seed, clobber=control.clobber,
-                              quiet=control.quiet)
+                              quiet=control.quiet,
+                              label_table=options.label_table)
     done("prepare")
     result.trained, result.figures = train_and_report(target, options, control)
     done("train")

@@ -199,3 +199,53 @@ def test_geometry_and_atrophy_equal_resampling_the_whole_slice():
             out, ndimage.map_coordinates(image, coordinates, order=1, mode="nearest"), atol=1e-5)
         np.testing.assert_array_equal(
             grown, ndimage.map_coordinates(labels, coordinates, order=0, mode="nearest"))
+
+
+def _sided_slice():
+    """An axial slice (rows = x): a structure left (class 1) and right (class 2), a
+    midline one (3), and an image brighter on the left, so a flip shows."""
+    labels = np.zeros((1, 12, 10), np.uint8)
+    labels[0, 2:5, 3:7], labels[0, 7:10, 3:7], labels[0, 5:7, 1:9] = 1, 2, 3
+    images = (labels[..., None] > 0) * np.linspace(2.0, 1.0, 12)[None, :, None, None]
+    return images.astype(np.float32), labels
+
+
+def test_a_left_right_flip_swaps_the_paired_classes():
+    images, labels = _sided_slice()
+    flip = SliceAugmenter(flip=1.0, rotate_deg=0, scale=0, gamma=0, bias=0, noise=0,
+                          probability=1.0, mirror_classes=(0, 2, 1, 3))
+    out, got = flip.for_view("axial")(images, labels, np.random.default_rng(0))
+    np.testing.assert_array_equal(out, images[:, ::-1])  # mirrored along x ...
+    np.testing.assert_array_equal(got, labels)  # ... and Left stays left: 1 and 2 swapped
+    assert got[0, 3, 4] == 1  # the left structure's place is labelled left after the flip
+    # without pairs (tissue): the slice's columns mirrored, classes kept, as always
+    plain = SliceAugmenter(flip=1.0, rotate_deg=0, scale=0, gamma=0, bias=0, noise=0,
+                           probability=1.0).for_view("axial")
+    out, got = plain(images, labels, np.random.default_rng(0))
+    np.testing.assert_array_equal(got, labels[:, :, ::-1])
+    # a sagittal slice holds no left-right axis: mirrored along its columns, no swap
+    out, got = flip.for_view("sagittal")(images, labels, np.random.default_rng(0))
+    np.testing.assert_array_equal(got, labels[:, :, ::-1])
+
+
+def test_a_volume_flip_swaps_the_paired_classes():
+    from minc_keras.data.augment import VolumeAugmenter
+
+    images, labels = _sided_slice()
+    cubes, classes = images[:, :, :, None].repeat(3, axis=3), labels[..., None].repeat(3, axis=3)
+    flip = VolumeAugmenter(flip=1.0, probability=0.0, mirror_classes=(0, 2, 1, 3))
+    out, got = flip(cubes, classes, np.random.default_rng(0))
+    np.testing.assert_array_equal(out, cubes[:, ::-1])
+    np.testing.assert_array_equal(got, classes)
+
+
+def test_training_flips_swap_the_pairs_of_the_label_table(tmp_path):
+    cache = _cache(tmp_path)  # label values 0, 1, 2
+    table = tmp_path / "sides.tsv"
+    table.write_text("index\tname\n1\tLeft Thing\n2\tRight Thing\n")
+    paired = _augmenter(cache, TrainOptions(augment=True, label_table=str(table)))
+    assert paired.mirror_classes == (0, 2, 1)
+    assert _augmenter(cache, TrainOptions(augment=True)).mirror_classes is None
+    table.write_text("index\tname\n1\tshell\n2\tcore\n")
+    assert _augmenter(cache, TrainOptions(augment=True, label_table=str(table))
+                      ).mirror_classes is None

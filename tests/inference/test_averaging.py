@@ -72,3 +72,15 @@ def test_class_offsets_apply_once_to_the_average(volume):
     shifted /= shifted.sum(-1, keepdims=True)
     np.testing.assert_allclose(Segmenter(members).probabilities(volume), shifted,
                                rtol=1e-4, atol=1e-6)
+
+
+def test_tta_swaps_the_paired_channels_of_the_flipped_pass(volume):
+    model = _network(0)
+    plain = predict_probabilities(model, volume, view="axial")
+    flipped = predict_probabilities(model, np.ascontiguousarray(volume[::-1]), view="axial")
+    info = {**_info("axial"), "class_names": ["background", "Left a", "Right a"],
+            "mirror_classes": [0, 2, 1]}
+    got = Segmenter([(model, info)], tta=True).probabilities(volume)
+    np.testing.assert_allclose(got, (plain + flipped[::-1][..., [0, 2, 1]]) / 2,
+                               rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got, (plain + flipped[::-1]) / 2, atol=1e-3)

@@ -391,3 +391,28 @@ def test_names_that_cannot_be_told_apart_are_refused(tmp_path):
     with pytest.raises(UsageError, match=r"a_T1\.mnc would both write a_T1_dseg"):
         output_names(clash)
     assert output_names(clash[:2]) == {clash[0]: "a_T1", clash[1]: "b_T1"}
+
+
+def test_save_probabilities_of_the_classes_named(model_path, tmp_path, capsys):
+    volume, _ = _scan(23)
+    scan = write_volume(volume, tmp_path / "s23.nii.gz")
+    assert _predict(model_path, tmp_path / "some", extra=("--save-probabilities", "WM",
+                                                          str(scan))) == 0
+    assert sorted(p.name for p in (tmp_path / "some").glob("*_probseg.nii.gz")) == [
+        "s23_label-WM_probseg.nii.gz"]
+    # a bare flag before a scan still means every class
+    assert main(["predict", "--model", str(model_path), "-o", str(tmp_path / "all"), "--quiet",
+                 "--save-probabilities", str(scan)]) == 0
+    maps = sorted(p.name for p in (tmp_path / "all").glob("*_probseg.nii.gz"))
+    assert len(maps) == 3
+    some = read_volume(tmp_path / "some" / "s23_label-WM_probseg.nii.gz").data
+    every = read_volume(tmp_path / "all" / "s23_label-WM_probseg.nii.gz").data
+    np.testing.assert_allclose(some, every, atol=1e-6)
+    # the same labels and volumes whether the probabilities are kept or not
+    table_some = pd.read_csv(tmp_path / "some" / "volumes.csv")
+    table_all = pd.read_csv(tmp_path / "all" / "volumes.csv")
+    pd.testing.assert_frame_equal(table_some.drop(columns="output"),
+                                  table_all.drop(columns="output"))
+    assert _predict(model_path, tmp_path / "bad", scan,
+                    extra=("--save-probabilities", "Hippocampus")) == 2
+    assert "'Hippocampus', which the model does not have" in capsys.readouterr().err

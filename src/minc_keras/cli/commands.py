@@ -24,7 +24,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
     summary = prepare(args.source, args.target, input_str=args.input_str,
                       label_str=args.label_str, ratios=tuple(args.ratios), seed=args.seed,
-                      clobber=args.clobber, quiet=args.quiet)
+                      clobber=args.clobber, quiet=args.quiet, label_table=args.label_table)
     for line in summary.lines():
         print(line)
     return 0

@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from minc_keras import __version__
 from minc_keras.core.compute import DEVICES
-from minc_keras.training.options import GROUPS, RunControl, TrainOptions
+from minc_keras.training.options import GROUPS, RunControl, TrainOptions, comma_names
 from minc_keras.training.recipes import RECIPES
+
+#: The hidden flag a bare ``--save-probabilities`` before a scan becomes.
+ALL_PROBABILITIES = "--save-all-probabilities"
+#: Endings of scan files (a word ending so after ``--save-probabilities`` is a scan).
+SCAN_SUFFIXES = (".mnc", ".nii", ".nii.gz", ".h5", ".txt")
 
 #: The sub-commands whose flags include the model and training options.
 TRAINING_COMMANDS = ("run", "train")
@@ -138,8 +144,13 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("-o", "--output", default="predictions",
                          help="folder for the labels, sidecars and volumes.csv "
                          "(default ./predictions)")
-    predict.add_argument("--save-probabilities", dest="save_probabilities",
-                         action="store_true", help="also write a probability map per class")
+    predict.add_argument("--save-probabilities", dest="save_probabilities", nargs="?",
+                         const=True, default=False, type=comma_names, metavar="NAME,...",
+                         help="also write the probability maps of these classes, e.g. "
+                         "'Left Hippocampus,Right Hippocampus' (bare: every class)")
+    # a bare --save-probabilities before a scan (normalise_argv)
+    predict.add_argument(ALL_PROBABILITIES, dest="save_probabilities", action="store_const",
+                         const=True, help=argparse.SUPPRESS)
     predict.add_argument("--batch-size", dest="batch_size", type=int, default=8,
                          help="slices per forward pass (default 8)")
     predict.add_argument("--tta", action="store_true",
@@ -230,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     prepare = sub.add_parser("prepare", help="discover scans, split subjects, fill the cache")
     _add_data_options(prepare, required=True)
+    prepare.add_argument("--label-table", default=None, metavar="FILE.tsv",
+                         help="a tab-separated table naming the label codes (columns index and "
+                         "name): refused if it lacks a code found in the labels")
     _add_common(prepare)
 
     train = sub.add_parser("train", help="train on TARGET's prepared data")
@@ -262,7 +276,19 @@ def normalise_argv(argv: Sequence[str]) -> list[str]:
     argv = list(argv)
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         return ["run", *argv]
-    return argv
+    return [ALL_PROBABILITIES if arg == "--save-probabilities" and _is_scan(following) else arg
+            for arg, following in zip(argv, [*argv[1:], ""], strict=True)]
+
+
+def _is_scan(text: str) -> bool:
+    """Whether a word after a bare ``--save-probabilities`` is a scan (or list, or folder),
+    not class names: ``predict --save-probabilities scan.mnc`` means every class's map.
+
+    >>> _is_scan("sub-01_T1w.nii.gz"), _is_scan("@scans.txt"), _is_scan("GM,WM")
+    (True, True, False)
+    """
+    return bool(text) and (text.startswith("@") or text.endswith(SCAN_SUFFIXES)
+                           or os.path.exists(text))
 
 
 def parse_args(argv: Sequence[str], parser: argparse.ArgumentParser | None = None

@@ -11,7 +11,7 @@ neighbour); the intensity changes touch the image only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -45,6 +45,16 @@ class SliceAugmenter:
         The class to enlarge: the ventricles (CSF) for tissue labels.
     atrophy_voxels : float
         The growth at the class's boundary is drawn uniformly in ``[1, atrophy_voxels]``.
+    mirror_classes : tuple of int, optional
+        The class each class becomes under a left-right flip (Left X <-> Right X;
+        :func:`~minc_keras.data.label_table.mirror_classes`). When given, the flip mirrors
+        the scan's left-right axis (``left_right_axis``) and swaps the paired classes, so
+        a left structure stays labelled left; a slice without that axis (sagittal) is
+        mirrored along its columns, which keeps every structure on its side. Without it
+        the flip mirrors the columns and keeps the classes (tissue labels have no sides).
+    left_right_axis : int, optional
+        The slice axis (0 rows, 1 columns) along the scan's left-right (RAS x) axis; None
+        when the slice does not hold it. :meth:`for_view` sets it.
 
     Examples
     --------
@@ -68,6 +78,29 @@ class SliceAugmenter:
     atrophy: float = 0.0
     atrophy_class: int | None = None
     atrophy_voxels: float = 6.0
+    mirror_classes: tuple[int, ...] | None = None
+    left_right_axis: int | None = None
+
+    def for_view(self, view: str) -> SliceAugmenter:
+        """This augmentation for the slices of ``view`` (its left-right axis set).
+
+        A slice of the RAS-ordered volume along axis ``a`` keeps the other two axes in
+        order, so the x axis is its rows in axial and coronal slices, and absent from
+        sagittal ones.
+
+        >>> SliceAugmenter().for_view("coronal").left_right_axis
+        0
+        """
+        return replace(self, left_right_axis=None if view == "sagittal" else 0)
+
+    def mirrored(self, image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A slice and its classes flipped (see ``mirror_classes``)."""
+        if self.mirror_classes is None or self.left_right_axis is None:
+            return image[:, ::-1], labels[:, ::-1]
+        flip = (slice(None, None, -1), slice(None)) if self.left_right_axis == 0 \
+            else (slice(None), slice(None, None, -1))
+        mirror = np.asarray(self.mirror_classes, dtype=labels.dtype)
+        return image[flip], mirror[labels[flip]]
 
     def __call__(self, images: np.ndarray, classes: np.ndarray,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +127,7 @@ class SliceAugmenter:
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Mirror, rotate and zoom one slice about its centre; labels by nearest neighbour."""
         if rng.random() < self.flip:
-            image, labels = image[:, ::-1], labels[:, ::-1]
+            image, labels = self.mirrored(image, labels)
         angle = np.deg2rad(rng.uniform(-self.rotate_deg, self.rotate_deg))
         zoom = rng.uniform(1 - self.scale, 1 + self.scale)
         if angle == 0 and zoom == 1:
@@ -270,10 +303,10 @@ class VolumeAugmenter(SliceAugmenter):
 
     The changes of :class:`SliceAugmenter` that a network of volumes needs, in 3-D:
     left-right mirroring (along the first, RAS x, axis; with probability ``flip``, apart
-    from ``probability``), gamma, a smooth multiplicative bias field, noise and, on
-    request, enlarged ventricles (:func:`expand_class`). No rotation or scaling
-    (``rotate_deg`` and ``scale`` are unused): resampling a 96^3 cube costs about as much
-    as a training step.
+    from ``probability``; the paired classes of ``mirror_classes`` swapped), gamma, a
+    smooth multiplicative bias field, noise and, on request, enlarged ventricles
+    (:func:`expand_class`). No rotation or scaling (``rotate_deg`` and ``scale`` are
+    unused): resampling a 96^3 cube costs about as much as a training step.
 
     Examples
     --------
@@ -297,6 +330,8 @@ class VolumeAugmenter(SliceAugmenter):
             images[i, ..., 0], classes[i] = self.atrophied(images[i, ..., 0], classes[i], rng)
             if rng.random() < self.flip:
                 images[i], classes[i] = images[i, ::-1].copy(), classes[i, ::-1].copy()
+                if self.mirror_classes is not None:  # Left X becomes Right X
+                    classes[i] = np.asarray(self.mirror_classes, classes.dtype)[classes[i]]
             if rng.random() < self.probability:
                 images[i, ..., 0] = self.intensity(images[i, ..., 0], rng)
         return images, classes

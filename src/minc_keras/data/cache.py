@@ -36,6 +36,9 @@ CACHE_VERSION = 1
 #: prediction reads it back. Training arrays keep each scan's own voxel size.
 TRAINING_PREPROCESSOR = Preprocessor()
 CROP_MARGIN = TRAINING_PREPROCESSOR.crop_margin
+#: Classes a model can learn, background included (a class index is one byte).
+MAX_CLASSES = 256
+
 #: Scans whose arrays a :class:`SliceCache` keeps mapped between reads (least recently
 #: used first out): mapping a file anew costs a page fault per page a slice touches.
 MAPPED_SCANS = 16
@@ -236,6 +239,11 @@ def _class_values(scans: list[CachedScan]) -> list[int]:
                 "training label has, so no model could learn it; relabel it, or choose another "
                 "`seed` or `ratios` so that a subject with that value is in the training split"
             )
+    if len(values) > MAX_CLASSES:  # class indices are stored in one byte
+        raise DatasetError(
+            f"the labels have {len(values)} values, background included; at most "
+            f"{MAX_CLASSES} classes can be learnt (merge some labels)"
+        )
     return values
 
 

@@ -119,7 +119,8 @@ class SliceDataset(keras.utils.PyDataset):
         self.num_outputs = num_outputs or cache.num_classes
         self.size = slice_size(cache, view, multiple)
         self.shuffle = shuffle
-        self.augment = augment
+        # an augmentation that flips left to right needs to know where left is in a slice
+        self.augment = augment.for_view(view) if hasattr(augment, "for_view") else augment
         self.drop_remainder = drop_remainder
         self.seed = seed
         self.epoch = 0

@@ -13,6 +13,7 @@ from minc_keras.core.atomic import check_writable
 from minc_keras.core.errors import OutputExistsError
 from minc_keras.data.cache import build_cache
 from minc_keras.data.discover import Discovery, discover
+from minc_keras.data.label_table import read_label_table
 from minc_keras.data.split import assign_categories, summarise_split, write_split_csv
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ def _new_folders(target: Path) -> list[Path]:
 
 def prepare(source: str | Path, target: str | Path, *, input_str: str, label_str: str,
             ratios: tuple[float, float] = (0.7, 0.15), seed: int = 0,
-            clobber: bool = False, quiet: bool = False) -> PrepareSummary:
+            clobber: bool = False, quiet: bool = False,
+            label_table: str | Path | None = None) -> PrepareSummary:
     """Discover scan/label pairs, split them by subject, write the split, fill the cache.
 
     The cache under ``TARGET/data`` holds each scan reoriented to RAS, normalised and
@@ -78,6 +80,9 @@ def prepare(source: str | Path, target: str | Path, *, input_str: str, label_str
         Replace a split that differs from the one computed now, and rebuild the cache.
     quiet : bool
         No progress bar.
+    label_table : path-like, optional
+        A table naming the label codes (:mod:`minc_keras.data.label_table`): refused
+        when it cannot be read or lacks a code found in the labels.
 
     Returns
     -------
@@ -89,6 +94,7 @@ def prepare(source: str | Path, target: str | Path, *, input_str: str, label_str
         With one sentence for the user.
     """
     target = Path(target)
+    table = None if label_table is None else read_label_table(label_table)
     # a --target inside --source must not be searched: its predictions look like labels
     found = discover(source, input_str, label_str, exclude=[target])
     categories = assign_categories(found.scans, ratios, seed=seed)
@@ -116,6 +122,8 @@ def prepare(source: str | Path, target: str | Path, *, input_str: str, label_str
         for folder in created:  # nothing half-made is left where nothing was before
             shutil.rmtree(folder, ignore_errors=True)
         raise
+    if table is not None:  # every code found is named (the cache stays: it is correct)
+        table.class_names(cache.class_values)
     summary = PrepareSummary(target, found, summarise_split(found.scans, categories))
     summary.notes.append(
         f"cache: {len(cache.scans)} scans in {target / 'data'}, {cache.num_classes} classes "

@@ -3,6 +3,8 @@ network of volumes over the whole scan."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from minc_keras.preprocessing.transforms import VIEW_AXES, VOLUME_VIEW, round_up
@@ -43,6 +45,27 @@ def predict_probabilities(model, volume: np.ndarray, *, view: str = "axial", mul
     if view == VOLUME_VIEW:
         return volume_probabilities(model, volume, multiple=multiple, shifts=shifts)
     axis = VIEW_AXES[view]
+    plane = [volume.shape[a] for a in range(3) if a != axis]
+    channels = int(model.output_shape[-1])
+    out = np.zeros((volume.shape[axis], *plane, channels), np.float32)
+    if channels > 1:
+        out[..., 0] = 1.0
+    for ks, probs in slice_batches(model, volume, view=view, multiple=multiple,
+                                   batch_size=batch_size, occupied=occupied, shifts=shifts):
+        out[ks] = probs
+    return np.moveaxis(out, 0, axis)
+
+
+def slice_batches(model, volume: np.ndarray, *, view: str = "axial", multiple: int = 1,
+                  batch_size: int = 8, occupied: np.ndarray | None = None,
+                  shifts: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The probabilities of :func:`predict_probabilities` (a slice view), batch by batch.
+
+    Yields ``(ks, probs)``: the indices of the occupied slices along the view's axis and
+    their probabilities, of shape ``(len(ks), *plane, C)`` (the slice's two axes in
+    order); slices with nothing to segment are left out (class 0).
+    """
+    axis = VIEW_AXES[view]
     if occupied is None:
         occupied = volume != 0
     plane = [volume.shape[a] for a in range(3) if a != axis]
@@ -50,10 +73,6 @@ def predict_probabilities(model, volume: np.ndarray, *, view: str = "axial", mul
     size = (round_up(plane[0] + room, multiple), round_up(plane[1] + room, multiple))
     top, left = (size[0] - plane[0] - room) // 2, (size[1] - plane[1] - room) // 2
     keep = np.flatnonzero(occupied.any(axis=tuple(a for a in range(3) if a != axis)))
-    channels = int(model.output_shape[-1])
-    out = np.zeros((volume.shape[axis], *plane, channels), np.float32)
-    if channels > 1:
-        out[..., 0] = 1.0
     slices = np.moveaxis(volume, axis, 0)
     for start in range(0, len(keep), batch_size):
         ks = keep[start:start + batch_size]
@@ -63,8 +82,7 @@ def predict_probabilities(model, volume: np.ndarray, *, view: str = "axial", mul
             batch = np.zeros((len(ks), *size, 1), np.float32)
             batch[:, rows, cols, 0] = slices[ks]
             total = total + np.asarray(model.predict_on_batch(batch))[:, rows, cols]
-        out[ks] = total / shifts
-    return np.moveaxis(out, 0, axis)
+        yield ks, total / shifts
 
 
 def volume_probabilities(model, volume: np.ndarray, *, multiple: int = 1,

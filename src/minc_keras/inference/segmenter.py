@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -10,9 +11,14 @@ import numpy as np
 from minc_keras.core.errors import DatasetError
 from minc_keras.data.cache import SliceCache
 from minc_keras.inference.offsets import apply_offsets
-from minc_keras.inference.probabilities import predict_probabilities, probabilities_to_classes
+from minc_keras.inference.probabilities import (
+    predict_probabilities,
+    probabilities_to_classes,
+    slice_batches,
+)
 from minc_keras.models.info import ModelInfo
 from minc_keras.models.saving import load_trained
+from minc_keras.preprocessing.transforms import VIEW_AXES
 
 
 class Segmenter:
@@ -23,7 +29,8 @@ class Segmenter:
     averaged (as FastSurfer does). A model trained at half resolution runs twice per
     slice, the second time shifted by a pixel (its ``shift_passes``; see
     :func:`predict_probabilities`). With ``tta`` each view also sees the left-right
-    mirrored volume and its mirrored prediction is averaged in. The averaged
+    mirrored volume and its mirrored prediction is averaged in (the channels of paired
+    classes, Left X and Right X, swapped back: :attr:`ModelInfo.mirror_classes`). The averaged
     probabilities are then shifted by the class offsets fitted on the validation scans
     after training (:mod:`minc_keras.training.calibration`), if the model has them.
 
@@ -87,11 +94,52 @@ class Segmenter:
                 probs = predict_probabilities(model, np.ascontiguousarray(source),
                                               view=info.view, multiple=info.multiple,
                                               batch_size=batch_size, shifts=shifts)
-                if flipped:
+                if flipped:  # back to the scan's side; Left X was seen as Right X
                     probs = probs[::-1]
+                    if info.mirror_classes is not None and probs.shape[-1] > 1:
+                        probs = probs[..., np.asarray(info.mirror_classes)]
                 total = probs if total is None else total + probs
                 count += 1
         return apply_offsets(total / count, self.class_offsets)
+
+
+    @property
+    def streams(self) -> bool:
+        """Whether :meth:`slice_chunks` gives what :meth:`probabilities` gives, slice batch
+        by slice batch: one network of axial or coronal slices (whose slices hold the
+        left-right axis, so a flipped pass flips each slice), or of sagittal slices
+        without ``tta``."""
+        if len(self.members) != 1:
+            return False
+        view = self.info.view
+        return view in ("axial", "coronal") or (view == "sagittal" and not self.tta)
+
+    def slice_chunks(self, volume: np.ndarray, *, batch_size: int = 8
+                     ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """The probabilities of :meth:`probabilities`, a batch of slices at a time.
+
+        Only where :attr:`streams`. Yields ``(axis, ks, probs)``: the view's axis, the
+        occupied slices along it and their probabilities ``(len(ks), *plane, C)``,
+        averaged over the flipped pass and calibrated; the other slices are class 0.
+        """
+        if not self.streams:
+            raise ValueError("this segmenter's probabilities cannot be taken slice by slice")
+        (model, info), shifts = self.members[0], self.shift_passes[0]
+        axis = VIEW_AXES[info.view]
+        options = {"view": info.view, "multiple": info.multiple, "batch_size": batch_size,
+                   "shifts": shifts}
+        plain = slice_batches(model, volume, **options)
+        if not self.tta:
+            for ks, probs in plain:
+                yield axis, ks, apply_offsets(probs, self.class_offsets)
+            return
+        # a slice holding the x axis (its first): the flipped scan's slice is the slice flipped
+        flipped = slice_batches(model, np.ascontiguousarray(volume[::-1]), **options)
+        for (ks, probs), (_, mirrored) in zip(plain, flipped, strict=True):
+            mirrored = mirrored[:, ::-1]
+            if info.mirror_classes is not None and mirrored.shape[-1] > 1:
+                mirrored = mirrored[..., np.asarray(info.mirror_classes)]
+            yield axis, ks, apply_offsets((probs + mirrored) / 2, self.class_offsets)
 
 
 def load_segmenter(path: Path, *, tta: bool = False, calibrated: bool = True,

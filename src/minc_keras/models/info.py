@@ -39,6 +39,9 @@ class ModelInfo:
         Original label value of each class index 0..K-1.
     class_names : list of str
         A name per class, background first.
+    mirror_classes : list of int, optional
+        The class each class becomes under a left-right flip (Left X <-> Right X, the
+        others themselves), from the label table; None when no class is paired.
     num_outputs : int
         Channels of the network's output: K (softmax), or 1 (a single sigmoid).
     view : str
@@ -76,6 +79,7 @@ class ModelInfo:
 
     class_values: list[int] = field(default_factory=lambda: [0, 1])
     class_names: list[str] = field(default_factory=list)
+    mirror_classes: list[int] | None = None
     num_outputs: int = 0
     view: str = "axial"
     multiple: int = 1

@@ -96,7 +96,7 @@ def _outcome(future, scan: Path) -> tuple[str, dict | str]:
 
 def segment_on_dask(model_path: Path, scans: list[Path], out_dir: Path, *,
                     names: dict[Path, str] | None = None, clobber: bool,
-                    save_probabilities: bool, batch_size: int, tta: bool, workers: int,
+                    save_probabilities: bool | list[str], batch_size: int, tta: bool, workers: int,
                     address: str | None, quiet: bool, on_done: Callable[[dict], None],
                     scheduler_file: str | None = None) -> list[tuple[Path, str]]:
     """Segment ``scans`` on a Dask cluster; return the failures.

@@ -21,7 +21,7 @@ import numpy as np
 
 from minc_keras import __version__
 from minc_keras.core.atomic import write_text_atomic
-from minc_keras.core.errors import OutputExistsError
+from minc_keras.core.errors import OutputExistsError, UsageError
 from minc_keras.io import Volume, output_suffix, read_volume, write_volume
 from minc_keras.predict.inputs import check_is_scan, scan_name
 from minc_keras.predict.qc import normalised_entropy
@@ -31,6 +31,7 @@ from minc_keras.preprocessing.plausibility import check_like_training, foregroun
 if TYPE_CHECKING:  # the backend is imported only where a model runs (see predict.processes)
     from minc_keras.inference.segment import Segmentation
     from minc_keras.inference.segmenter import Segmenter
+    from minc_keras.models.info import ModelInfo
 
 
 def output_paths(path: Path, out_dir: Path, name: str) -> tuple[Path, Path]:
@@ -121,18 +122,41 @@ def _sidecar(segmenter: Segmenter, path: Path, label_path: Path, model_path: Pat
             "qc_entropy": row["qc_entropy"]}
 
 
-def _probability_maps(probabilities: np.ndarray, class_names: list[str]
+def _probability_maps(result: Segmentation, class_names: list[str]
                       ) -> list[tuple[np.ndarray, str]]:
-    """Each class's probability map with its ``label-`` value (one map for one sigmoid)."""
-    count = probabilities.shape[-1]
-    return [(probabilities[..., index],
+    """Each kept class's probability map with its ``label-`` value (one map for one
+    sigmoid)."""
+    if result.probabilities is None:
+        return [(result.class_maps[index], bids_label(class_names[index], index))
+                for index in sorted(result.class_maps)]
+    count = result.probabilities.shape[-1]
+    return [(result.probabilities[..., index],
              bids_label(class_names[index if count > 1 else 1], index))
             for index in range(1 if count == 1 else 0, count)]
 
 
+def wanted_classes(save_probabilities: bool | list[str], info: ModelInfo) -> bool | list[int]:
+    """The classes whose probability maps are written: all (True), none, or those named.
+
+    Raises
+    ------
+    UsageError
+        If a name is not one of the model's classes.
+    """
+    if isinstance(save_probabilities, bool):
+        return save_probabilities
+    unknown = [n for n in save_probabilities if n not in info.class_names]
+    if unknown:
+        raise UsageError(
+            f"`save_probabilities` names {', '.join(repr(n) for n in unknown)}, which the model "
+            f"does not have; its {len(info.class_names)} classes are named in its _dseg.tsv"
+        )
+    return sorted({info.class_names.index(n) for n in save_probabilities})
+
+
 def _write_set(result: Segmentation, volume: Volume, sidecar: dict, *, path: Path,
                out_dir: Path, name: str, model_path: Path, class_names: list[str],
-               clobber: bool, save_probabilities: bool) -> None:
+               clobber: bool, save_probabilities: bool | list[str]) -> None:
     """Write a scan's outputs as a set: if one cannot be written, none is left."""
     label_path, sidecar_path = output_paths(path, out_dir, name)
     written: list[Path] = []
@@ -144,7 +168,7 @@ def _write_set(result: Segmentation, volume: Volume, sidecar: dict, *, path: Pat
     try:
         written.append(write_text_atomic(sidecar_path, json.dumps(sidecar, indent=1)))
         if save_probabilities:
-            for probability, label in _probability_maps(result.probabilities, class_names):
+            for probability, label in _probability_maps(result, class_names):
                 written.append(write_volume(
                     Volume(probability, volume.affine),
                     probseg_path(out_dir, name, label, output_suffix(path)),
@@ -159,7 +183,7 @@ def _write_set(result: Segmentation, volume: Volume, sidecar: dict, *, path: Pat
 
 
 def segment_file(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path: Path,
-                 clobber: bool = False, save_probabilities: bool = False,
+                 clobber: bool = False, save_probabilities: bool | list[str] = False,
                  batch_size: int = 8, name: str | None = None) -> dict:
     """Segment one scan file and write its outputs; return its row for ``volumes.csv``.
 
@@ -185,10 +209,15 @@ def segment_file(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path:
     volume = read_volume(path)
     check_is_scan(volume.data)
     check_like_training(foreground_ml(volume.data, volume.affine), info.foreground_ml)
-    result = segment_volume(segmenter, volume, batch_size=batch_size)
+    # all the probabilities only when all are written: those of a model of 140 classes
+    # do not fit in memory (inference.segment)
+    result = segment_volume(segmenter, volume, batch_size=batch_size,
+                            probabilities=wanted_classes(save_probabilities, info))
+    qc = (result.qc_entropy if result.qc_entropy is not None
+          else normalised_entropy(result.probabilities, result.classes > 0))
     row = {"scan": str(path), "output": str(label_path),
            **tissue_volumes(result.classes, info, volume.voxel_volume_ml),
-           "qc_entropy": normalised_entropy(result.probabilities, result.classes > 0)}
+           "qc_entropy": qc}
     sidecar = _sidecar(segmenter, path, label_path, model_path, row)
     if is_bids_name(name):
         sidecar.update(_bids_keys(path, out_dir, model_path, {

@@ -54,7 +54,7 @@ def _result(future: Future, scan: Path) -> Outcome:
 
 def segment_in_fresh_processes(model_path: Path, scans: list[Path], out_dir: Path, *,
                                names: dict[Path, str] | None = None, clobber: bool,
-                               save_probabilities: bool, batch_size: int,
+                               save_probabilities: bool | list[str], batch_size: int,
                                tta: bool, quiet: bool, on_done: Callable[[dict], None],
                                scans_per_process: int = SCANS_PER_PROCESS
                                ) -> list[tuple[Path, str]]:

@@ -98,7 +98,7 @@ def _draw_qc(row: dict, sidecar: Path) -> None:
 
 def _segment_here(segmenter: Segmenter, scans: list[Path], out_dir: Path, *,
                   names: dict[Path, str], model_path: Path, clobber: bool,
-                  save_probabilities: bool, batch_size: int, quiet: bool,
+                  save_probabilities: bool | list[str], batch_size: int, quiet: bool,
                   on_done: Callable[[dict], None]) -> list[tuple[Path, str]]:
     """Segment ``scans`` one after another in this process; return the failures."""
     failures: list[tuple[Path, str]] = []
@@ -115,7 +115,7 @@ def _segment_here(segmenter: Segmenter, scans: list[Path], out_dir: Path, *,
 
 
 def predict_scans(model_path: str | os.PathLike, inputs: list[str], out_dir: str | os.PathLike,
-                  *, clobber: bool = False, save_probabilities: bool = False,
+                  *, clobber: bool = False, save_probabilities: bool | list[str] = False,
                   batch_size: int = 8, tta: bool = False, quiet: bool = False,
                   skip_existing: bool = False, scheduler: str = "serial", workers: int = 2,
                   scheduler_address: str | None = None, scheduler_file: str | None = None,
@@ -135,8 +135,8 @@ def predict_scans(model_path: str | os.PathLike, inputs: list[str], out_dir: str
         Where the outputs and ``volumes.csv`` go.
     clobber : bool
         Replace existing outputs.
-    save_probabilities : bool
-        Also write one probability map per class.
+    save_probabilities : bool or list of str
+        Also write one probability map per class (True), or those of the classes named.
     batch_size : int
         Slices per forward pass.
     tta : bool

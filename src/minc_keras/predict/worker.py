@@ -51,7 +51,7 @@ def worker_segmenter(model_path: str, tta: bool) -> Segmenter:
 
 
 def segment_scan(segmenter: Segmenter, path: Path, out_dir: Path, *, model_path: Path,
-                 clobber: bool, save_probabilities: bool, batch_size: int,
+                 clobber: bool, save_probabilities: bool | list[str], batch_size: int,
                  name: str | None = None) -> Outcome:
     """Segment one scan with ``segmenter`` and write its outputs (:func:`segment_file`).
 
@@ -84,7 +84,7 @@ def _done_before(path: Path, out_dir: Path, name: str | None) -> dict | None:
 
 
 def segment_on_worker(path: str, *, model_path: str, out_dir: str, clobber: bool,
-                      save_probabilities: bool, batch_size: int, tta: bool,
+                      save_probabilities: bool | list[str], batch_size: int, tta: bool,
                       name: str | None = None, reuse_done: bool = False) -> Outcome:
     """Segment one scan in a worker process, loading the model there once: an :data:`Outcome`.
 

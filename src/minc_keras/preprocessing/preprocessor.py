@@ -264,12 +264,34 @@ voxel_sizes_mm=None)
         """
         array = np.asarray(array)
         if placement.resampled:
-            order = 1 if np.issubdtype(array.dtype, np.floating) else 0
             if array.ndim == 4:
-                array = np.stack([_resize(array[..., c], placement.crop_shape, order)
+                array = np.stack([self.unzoom(array[..., c], placement)
                                   for c in range(array.shape[-1])], axis=-1)
             else:
-                array = _resize(array, placement.crop_shape, order)
+                array = self.unzoom(array, placement)
+        return self.place(array, placement, fill=fill)
+
+    @staticmethod
+    def unzoom(array: np.ndarray, placement: Placement) -> np.ndarray:
+        """One 3-D array of the preprocessed grid resampled to the scan's crop box.
+
+        The first step of :meth:`inverse`, for one channel at a time (a model of many
+        classes puts its probabilities back class by class, never all at once): linear
+        for floating point, nearest voxel for integers; unchanged when the forward pass
+        did not resample.
+        """
+        array = np.asarray(array)
+        if not placement.resampled:
+            return array
+        order = 1 if np.issubdtype(array.dtype, np.floating) else 0
+        return _resize(array, placement.crop_shape, order)
+
+    @staticmethod
+    def place(array: np.ndarray, placement: Placement, *,
+              fill: float | np.ndarray = 0) -> np.ndarray:
+        """An array of the scan's crop box (:meth:`unzoom`) put into the scan's own grid
+        and axis order, ``fill`` outside the box (the second step of :meth:`inverse`)."""
+        array = np.asarray(array)
         canvas = np.empty((*placement.canonical_shape, *array.shape[3:]), dtype=array.dtype)
         canvas[...] = fill
         canvas[placement.box] = array

@@ -9,6 +9,7 @@ from minc_keras import __version__
 from minc_keras.core.errors import UsageError
 from minc_keras.data.cache import CROP_MARGIN, SliceCache
 from minc_keras.data.dataset import slice_size
+from minc_keras.data.label_table import mirror_classes, read_label_table
 from minc_keras.data.patches import PATCH_SIZE
 from minc_keras.models import SpatialMultiple, build_model, required_multiple, spatial_dims
 from minc_keras.models.info import ModelInfo, attach_info
@@ -128,7 +129,12 @@ def _core(options: TrainOptions, outputs: int, volume: bool) -> tuple[keras.Mode
 
 
 def _class_names(cache: SliceCache, options: TrainOptions) -> list[str]:
-    """A name per class: the user's, or ``background``, ``label_<value>``, ..."""
+    """A name per class: the label table's, the user's, or ``background``, ``label_<value>``."""
+    if options.label_table is not None:
+        if options.class_names is not None:
+            raise UsageError("give the class names either by `class_names` or by `label_table`, "
+                             "not both")
+        return read_label_table(options.label_table).class_names(cache.class_values)
     if options.class_names is None:
         return [f"label_{v}" if v else "background" for v in cache.class_values]
     if len(options.class_names) != cache.num_classes:
@@ -138,6 +144,19 @@ def _class_names(cache: SliceCache, options: TrainOptions) -> list[str]:
             "value, background first"
         )
     return list(options.class_names)
+
+
+def class_mirror(cache: SliceCache, options: TrainOptions) -> tuple[int, ...] | None:
+    """The class each class becomes under a left-right flip; None when none is paired."""
+    names = _class_names(cache, options)
+    mirror = mirror_classes(names)
+    return tuple(mirror) if mirror != list(range(len(names))) else None
+
+
+def _mirror(names: list[str]) -> dict:
+    """``mirror_classes`` of the info, when some classes are left/right pairs."""
+    mirror = mirror_classes(names)
+    return {"mirror_classes": mirror} if mirror != list(range(len(names))) else {}
 
 
 def _build_network(cache: SliceCache, options: TrainOptions, view: str,
@@ -153,7 +172,7 @@ def _build_network(cache: SliceCache, options: TrainOptions, view: str,
         "keras_backend": keras.backend.backend(),
         "model_type": options.model_type if options.builder is None else "custom-builder",
         "class_values": cache.class_values,
-        "class_names": names,
+        "class_names": names, **_mirror(names),
         "num_outputs": outputs, "view": view, "multiple": multiple,
         # a half-resolution network is run once more per slice, a pixel shifted, and the
         # two averaged (benchmarks/README.md)

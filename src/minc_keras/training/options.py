@@ -208,6 +208,15 @@ class TrainOptions:
             "label_1, label_2, ...)",
         ),
     )
+    label_table: str | None = field(
+        default=None,
+        metadata=_cli(
+            flag="--label-table",
+            metavar="FILE.tsv",
+            help="a tab-separated table naming the label codes (columns index and name, like "
+            "a BIDS dseg.tsv): the class names, and the left/right pairs a flip swaps",
+        ),
+    )
     seed: int = 0  # its flag is the data options' --seed (the split's seed too)
     time_budget: float | None = field(
         default=None,

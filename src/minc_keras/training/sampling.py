@@ -10,6 +10,7 @@ import numpy as np
 from minc_keras.data.augment import SliceAugmenter, VolumeAugmenter, darkest_class
 from minc_keras.data.cache import SliceCache
 from minc_keras.preprocessing.transforms import VOLUME_VIEW
+from minc_keras.training.network import class_mirror
 from minc_keras.training.options import TrainOptions
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,9 @@ def augmenter(cache: SliceCache, options: TrainOptions, *, volume: bool = False
         return None
     kind = VolumeAugmenter if volume else SliceAugmenter
     plain = kind() if options.augment else kind(probability=0.0, flip=0.0)
+    mirror = class_mirror(cache, options)
+    if mirror is not None:  # a flip turns Left X into Right X
+        plain = replace(plain, mirror_classes=mirror)
     rows = cache.by_category("train")[:4]  # a few scans tell which class is darkest
     if not (options.augment_atrophy and rows):
         return plain

@@ -358,7 +358,8 @@ def _fit(model: keras.Model, info: ModelInfo, cache: SliceCache, options: TrainO
         compiling = _compile_steps(model, train_parts, views, budget, recipe=options.recipe)
         saver.seconds_before += compiling  # spent, as training time is
     callbacks: list[keras.callbacks.Callback] = [EpochOrder(train_data), saver]
-    if options.class_names is not None and not quiet:  # the user's names in the printed log
+    named = options.class_names is not None or options.label_table is not None
+    if named and not quiet:  # the user's names in the printed log
         callbacks.append(NamedProgress(info.class_names))
     if budget is not None:
         left = budget - saver.seconds_before
