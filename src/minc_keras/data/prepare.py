@@ -11,6 +11,7 @@ import pandas as pd
 
 from minc_keras.core.atomic import check_writable
 from minc_keras.core.errors import OutputExistsError
+from minc_keras.core.layout import RunLayout
 from minc_keras.data.cache import build_cache
 from minc_keras.data.discover import Discovery, discover
 from minc_keras.data.label_table import read_label_table
@@ -98,7 +99,7 @@ def prepare(source: str | Path, target: str | Path, *, input_str: str, label_str
     # a --target inside --source must not be searched: its predictions look like labels
     found = discover(source, input_str, label_str, exclude=[target])
     categories = assign_categories(found.scans, ratios, seed=seed)
-    csv_path = target / "report" / "images.csv"
+    csv_path = RunLayout(target).images_csv
     rows = pd.DataFrame(
         [{"subject": s.subject, "session": s.session, "input": str(s.input.resolve()),
           "label": str(s.label.resolve()) if s.label else "", "category": categories[s.subject]}

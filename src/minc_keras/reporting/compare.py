@@ -16,6 +16,7 @@ import pandas as pd
 
 from minc_keras.core.atomic import atomic_output
 from minc_keras.core.errors import UsageError
+from minc_keras.core.layout import RunLayout
 from minc_keras.reporting.summary import RunSummary, summarise_run
 
 #: Decimals shown in the terminal: 4 for loss and accuracy (as in ``Test: Loss= ...``),
@@ -29,10 +30,11 @@ def _checked_summary(target: Path) -> RunSummary:
         raise UsageError(f"{target} does not exist; give the `target` folders of runs")
     if not target.is_dir():
         raise UsageError(f"{target} is not a folder; give the `target` folders of runs")
-    if not (target / "model" / "config.json").is_file():
+    layout = RunLayout(target)
+    if not layout.config.is_file():
         raise UsageError(f"{target} holds no trained run (no model/config.json); give the "
                          "`target` folder of `minc-keras run` or `minc-keras train`")
-    if not (target / "report" / "metrics.csv").is_file():
+    if not layout.metrics_csv.is_file():
         raise UsageError(f"{target} has not been evaluated (no report/metrics.csv); evaluate "
                          f"it first (`minc-keras evaluate` with `target` {target})")
     return summarise_run(target)

@@ -23,6 +23,7 @@ import pandas as pd
 
 from minc_keras import __version__
 from minc_keras.core.atomic import write_text_atomic
+from minc_keras.core.layout import RunLayout
 from minc_keras.reporting.summary import RunSummary, read_json, summarise_run
 
 #: Subject names listed per split before "and N more".
@@ -169,7 +170,7 @@ def _calibration(summary: RunSummary) -> str:
 def _dice_table(target: Path) -> str:
     """Dice per test scan (rows) and class (columns), with the mean over scans last."""
     try:
-        metrics = pd.read_csv(target / "report" / "metrics.csv", dtype={"session": str})
+        metrics = pd.read_csv(RunLayout(target).metrics_csv, dtype={"session": str})
     except (OSError, ValueError, pd.errors.EmptyDataError):
         metrics = pd.DataFrame()
     if metrics.empty or not {"subject", "class_name", "dice"} <= set(metrics.columns):
@@ -188,7 +189,7 @@ def _dice_table(target: Path) -> str:
 def _split_table(target: Path) -> str:
     """Subjects and scans per split category, with the subjects' names."""
     try:
-        split = pd.read_csv(target / "report" / "images.csv", dtype=str).fillna("")
+        split = pd.read_csv(RunLayout(target).images_csv, dtype=str).fillna("")
     except (OSError, ValueError, pd.errors.EmptyDataError):
         split = pd.DataFrame()
     if not {"subject", "category"} <= set(split.columns):
@@ -217,7 +218,7 @@ def _options(options: dict) -> str:
 def _configuration(target: Path) -> str:
     """The data options (from ``data/manifest.json``) and the model and training options."""
     data = read_json(target / "data" / "manifest.json").get("config", {})
-    training = read_json(target / "model" / "config.json")
+    training = read_json(RunLayout(target).config)
     parts = [f"<h3>{title}</h3>{_options(options)}"
              for title, options in (("data", data), ("model and training", training))
              if options]
@@ -246,10 +247,10 @@ def render_report(target: str | os.PathLike) -> str:
         A complete HTML document with no external resources.
     """
     target = Path(target)
-    report = target / "report"
+    report = RunLayout(target).report_dir
     summary = summarise_run(target)
     curves = sorted(report.glob("learning_curves*.png"))
-    montages = sorted((target / "predict" / "test").glob("*_montage.png"))
+    montages = sorted(RunLayout(target).predict_test.glob("*_montage.png"))
     sections = [
         ("Summary", _cards(summary) + _calibration(summary)),
         ("Dice per test subject and class", _dice_table(target)),
@@ -293,4 +294,4 @@ def write_html_report(target: str | os.PathLike) -> Path:
     Path
         The page written.
     """
-    return write_text_atomic(Path(target) / "report" / "report.html", render_report(target))
+    return write_text_atomic(RunLayout(target).report_html, render_report(target))

@@ -18,8 +18,6 @@ import pandas as pd
 from minc_keras.core.atomic import write_text_atomic
 from minc_keras.core.layout import RunLayout
 
-SUMMARY = Path("report") / "summary.json"
-
 
 @dataclass
 class RunSummary:
@@ -112,7 +110,7 @@ def write_summary(target: Path, *, model: str, parameters: int, test_loss: float
                "training_seconds": training_seconds(target),
                "inference_seconds_per_volume": _number(inference_seconds),
                "calibration": calibration or None}
-    return write_text_atomic(target / SUMMARY, json.dumps(summary, indent=1) + "\n")
+    return write_text_atomic(RunLayout(target).summary, json.dumps(summary, indent=1) + "\n")
 
 
 def calibration_summary(info: dict) -> dict | None:
@@ -162,9 +160,10 @@ def summarise_run(target: str | Path) -> RunSummary:
     RunSummary
     """
     target = Path(target)
-    config = read_json(target / "model" / "config.json")
-    summary = read_json(target / SUMMARY)
-    history = read_json(target / "model" / "history.json")
+    layout = RunLayout(target)
+    config = read_json(layout.config)
+    summary = read_json(layout.summary)
+    history = read_json(layout.history())
     training = _number(summary.get("training_seconds"))
     loss_curve = history.get("loss")
     parameters = summary.get("parameters")
@@ -177,7 +176,7 @@ def summarise_run(target: str | Path) -> RunSummary:
         test_loss=_number(summary.get("test_loss")),
         test_accuracy=_number(summary.get("test_accuracy")),
         metric_name=str(summary.get("metric_name") or config.get("metric") or "accuracy"),
-        mean_dice=_mean_dice(target / "report" / "metrics.csv"),
+        mean_dice=_mean_dice(layout.metrics_csv),
         training_minutes=training / 60 if training is not None else None,
         inference_seconds=_number(summary.get("inference_seconds_per_volume")),
         calibration=calibration if isinstance(calibration, dict) else {},
